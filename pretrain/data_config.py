@@ -1,0 +1,80 @@
+"""``PretrainDataConfig``: the ``data`` section of the training config tree (pre-training batches).
+
+One knob, one place: the objectives' densities and span lengths, the input lengths, the mixture
+(temperature, translation ratio, directions) and the loader's prefetch depth and shard verification all
+live here. The micro-batch size, seed and data-parallel rank/world are not data knobs: the engine passes
+them to :class:`pretrain.loader.PretrainLoader`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from deltalm.config_tree import ConfigError, from_dict
+
+
+@dataclass
+class PretrainDataConfig:
+    """What the pre-training loader reads and how it turns tokens into span-corruption batches.
+
+    - ``data_dirs``: data_prep dataset directories (each with ``manifest.json``); streams with the same
+      name in several directories are one stream (shards concatenated in the order given).
+    - ``translation_ratio``: fraction of micro-batches made from parallel streams (translation span
+      corruption); the rest come from monolingual streams (span corruption). Each micro-batch holds a
+      single task, so no batch is ever padded.
+    - ``temperature``: language sampling p_l ∝ n_l^(1/T) over the manifests' token counts, applied
+      separately to the monolingual languages and to the parallel pairs.
+    - ``input_length``: encoder length of span-corruption examples (512 → 568 raw tokens, 114 targets).
+    - ``translation_input_length``: encoder length of translation span-corruption examples. With noise
+      0.5 and span 3 a 512-token input needs 128 sentinels, more than the vocabulary's 100; 256 needs 64.
+    - ``translation_directions``: ``both`` uses every pair as ``src </s> tgt`` and as ``tgt </s> src``
+      (an epoch holds both); ``forward`` only as ``src </s> tgt``.
+    - ``drop_sentinels``: targets without sentinels (the variant mixed into zero-shot fine-tuning).
+    - ``prefetch``: micro-batches a background thread prepares ahead (0: no thread).
+    - ``verify_sha256``: hash every shard at open (slow on big corpora); size, rows, tokens and schema
+      metadata are always checked against the manifest.
+    """
+
+    data_dirs: list[str] = field(default_factory=list)
+    translation_ratio: float = 0.5
+    temperature: float = 3.33
+    input_length: int = 512
+    noise_density: float = 0.15
+    mean_span: float = 3.0
+    translation_input_length: int = 256
+    translation_noise_density: float = 0.5
+    translation_mean_span: float = 3.0
+    translation_directions: Literal["both", "forward"] = "both"
+    drop_sentinels: bool = False
+    prefetch: int = 4
+    verify_sha256: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict, prefix: str = "data") -> PretrainDataConfig:
+        config = from_dict(cls, data, prefix=prefix)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Range checks; each failure is a one-line :class:`ConfigError` naming the key."""
+        if not self.data_dirs:
+            raise ConfigError("data.data_dirs: at least one data_prep dataset directory is required")
+        if not 0.0 <= self.translation_ratio <= 1.0:
+            raise ConfigError(f"data.translation_ratio: {self.translation_ratio} is not in [0, 1]")
+        if not self.temperature > 0.0:
+            raise ConfigError(f"data.temperature: {self.temperature} must be > 0")
+        for key in ("noise_density", "translation_noise_density"):
+            value = getattr(self, key)
+            if not 0.0 < value < 1.0:
+                raise ConfigError(f"data.{key}: {value} is not in (0, 1)")
+        for key in ("mean_span", "translation_mean_span"):
+            value = getattr(self, key)
+            if not value >= 1.0:
+                raise ConfigError(f"data.{key}: {value} must be >= 1")
+        for key in ("input_length", "translation_input_length"):
+            value = getattr(self, key)
+            if value < 4:
+                raise ConfigError(f"data.{key}: {value} must be >= 4")
+        if self.prefetch < 0:
+            raise ConfigError(f"data.prefetch: {self.prefetch} must be >= 0")

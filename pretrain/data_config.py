@@ -19,7 +19,8 @@ class PretrainDataConfig:
     """What the pre-training loader reads and how it turns tokens into span-corruption batches.
 
     - ``data_dirs``: data_prep dataset directories (each with ``manifest.json``); streams with the same
-      name in several directories are one stream (shards concatenated in the order given).
+      name in several directories are one stream (shards concatenated in the order given). May be empty
+      in a config template; the loader refuses to start without one.
     - ``translation_ratio``: fraction of micro-batches made from parallel streams (translation span
       corruption); the rest come from monolingual streams (span corruption). Each micro-batch holds a
       single task, so no batch is ever padded.
@@ -58,8 +59,6 @@ class PretrainDataConfig:
 
     def validate(self) -> None:
         """Range checks; each failure is a one-line :class:`ConfigError` naming the key."""
-        if not self.data_dirs:
-            raise ConfigError("data.data_dirs: at least one data_prep dataset directory is required")
         if not 0.0 <= self.translation_ratio <= 1.0:
             raise ConfigError(f"data.translation_ratio: {self.translation_ratio} is not in [0, 1]")
         if not self.temperature > 0.0:

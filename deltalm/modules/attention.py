@@ -1,0 +1,140 @@
+"""Multi-head attention on torch SDPA (flash / memory-efficient kernels on GPU), with a KV cache.
+
+Parameter names follow fairseq (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``) so checkpoint adapters map
+them one to one. With ``fused_qkv`` the three input projections of self-attention run as one matmul over the
+concatenated weights (one GEMM instead of three; same parameters, same results up to float rounding).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _keep_some_key(key_mask: torch.Tensor) -> torch.Tensor:
+    """A row with no real key would give NaN from softmax: let such (all-pad) rows attend everywhere."""
+    return key_mask | ~key_mask.any(dim=-1, keepdim=True)
+
+
+class MultiheadAttention(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        dropout: float = 0.0,
+        fused_qkv: bool = True,
+        backend: str = "sdpa",
+    ) -> None:
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model {d_model} is not divisible by heads {heads}")
+        if backend not in ("sdpa", "math"):
+            raise ValueError(f"unknown attention backend {backend!r} (known: sdpa, math)")
+        self.d_model = d_model
+        self.heads = heads
+        self.head_dim = d_model // heads
+        self.dropout = dropout
+        self.fused_qkv = fused_qkv
+        self.backend = backend
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    # ------------------------------------------------------------------ projections
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Query, key and value of ``x`` [B, T, d] as [B, H, T, hd] each."""
+        if self.fused_qkv:
+            w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+            b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+            q, k, v = F.linear(x, w, b).split(self.d_model, dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        return self._split(q), self._split(k), self._split(v)
+
+    def project_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key and value of ``memory`` [B, S, d] (cross-attention), as [B, H, S, hd]; computed once per source."""
+        if self.fused_qkv:
+            w = torch.cat([self.k_proj.weight, self.v_proj.weight])
+            b = torch.cat([self.k_proj.bias, self.v_proj.bias])
+            k, v = F.linear(memory, w, b).split(self.d_model, dim=-1)
+        else:
+            k, v = self.k_proj(memory), self.v_proj(memory)
+        return self._split(k), self._split(v)
+
+    # ------------------------------------------------------------------ attention core
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        """Attention of q [B, H, T, hd] over k/v [B, H, S, hd] → output projection [B, T, d].
+
+        ``key_mask`` [B, S] bool, True = real key (may attend). ``causal`` masks future keys (T == S).
+        """
+        if causal and key_mask is not None:  # the decoder's self-attention needs only the causal mask
+            raise ValueError("causal attention with a key padding mask is not supported")
+        mask = None
+        if key_mask is not None:
+            mask = _keep_some_key(key_mask)[:, None, None, :]
+        p = self.dropout if self.training else 0.0
+        if self.backend == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+        else:
+            out = self._math_attention(q, k, v, mask, causal, p)
+        b, _, t, _ = out.shape
+        out = out.transpose(1, 2).reshape(b, t, self.d_model)
+        return self.out_proj(out)
+
+    def _math_attention(self, q, k, v, mask, causal, p) -> torch.Tensor:
+        scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) / math.sqrt(self.head_dim)
+        if causal:
+            t, s = scores.shape[-2:]
+            future = torch.ones(t, s, dtype=torch.bool, device=q.device).triu(1)
+            scores = scores.masked_fill(future, float("-inf"))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        probs = F.dropout(torch.softmax(scores, dim=-1), p, self.training).to(v.dtype)
+        return torch.matmul(probs, v)
+
+    # ------------------------------------------------------------------ entry points
+    def self_attention(
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        q, k, v = self.project_qkv(x)
+        return self.attend(q, k, v, key_mask, causal)
+
+    def cached_self_attention(
+        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One incremental step: x [B, 1, d] attends to all cached keys plus itself; returns the grown cache."""
+        q, k, v = self.project_qkv(x)
+        if cache is not None:
+            k = torch.cat([cache[0], k], dim=2)
+            v = torch.cat([cache[1], v], dim=2)
+        return self.attend(q, k, v), (k, v)
+
+    def cross_attention(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """x [B, T, d] attends to ``memory`` [B, S, d] (or to precomputed ``kv``)."""
+        q = self._split(self.q_proj(x))
+        k, v = kv if kv is not None else self.project_kv(memory)
+        return self.attend(q, k, v, key_mask)

@@ -1,0 +1,91 @@
+"""The two transformer layers of DeltaLM, post-LN, parameter names as in the released checkpoints.
+
+- :class:`EncoderLayer`: self-attention → FFN (XLM-R layer).
+- :class:`DecoderBlock`: the *interleaved* block, self-attention → FFN-1 → cross-attention → FFN-2, every
+  sub-layer ``x = LN(x + dropout(sublayer(x)))``. Block j is initialized from XLM-R layers 2j and 2j+1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deltalm.modules.attention import MultiheadAttention
+from deltalm.modules.feed_forward import FeedForward
+from deltalm.modules.layer_norm import LayerNorm
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        c = config
+        self.dropout = c.dropout
+        self.self_attn = MultiheadAttention(
+            c.d_model, c.heads, c.attention_dropout, c.fused_qkv, c.attention_backend
+        )
+        self.self_attn_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
+        self.ffn = FeedForward(c.d_model, c.ffn, c.activation, c.activation_dropout)
+        self.final_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.self_attn_layer_norm(
+            x + F.dropout(self.self_attn.self_attention(x, key_mask), self.dropout, self.training)
+        )
+        return self.final_layer_norm(x + F.dropout(self.ffn(x), self.dropout, self.training))
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        c = config
+        self.dropout = c.dropout
+        self.self_attn = MultiheadAttention(
+            c.d_model, c.heads, c.attention_dropout, c.fused_qkv, c.attention_backend
+        )
+        self.self_attn_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
+        self.ffn_1 = FeedForward(c.d_model, c.ffn, c.activation, c.activation_dropout)
+        self.ffn_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
+        self.encoder_attn = MultiheadAttention(
+            c.d_model, c.heads, c.attention_dropout, c.fused_qkv, c.attention_backend
+        )
+        self.encoder_attn_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
+        self.ffn_2 = FeedForward(c.d_model, c.ffn, c.activation, c.activation_dropout)
+        self.final_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
+
+    def _residual(self, x: torch.Tensor, y: torch.Tensor, norm: LayerNorm) -> torch.Tensor:
+        return norm(x + F.dropout(y, self.dropout, self.training))
+
+    def _after_self_attention(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None,
+        memory_mask: torch.Tensor | None,
+        cross_kv: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        x = self._residual(x, self.ffn_1(x), self.ffn_layer_norm)
+        x = self._residual(
+            x,
+            self.encoder_attn.cross_attention(x, memory, memory_mask, cross_kv),
+            self.encoder_attn_layer_norm,
+        )
+        return self._residual(x, self.ffn_2(x), self.final_layer_norm)
+
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Full (teacher-forced) pass: causal self-attention over x [B, T, d]."""
+        x = self._residual(x, self.self_attn.self_attention(x, causal=True), self.self_attn_layer_norm)
+        return self._after_self_attention(x, memory, memory_mask, None)
+
+    def step(
+        self,
+        x: torch.Tensor,
+        self_kv: tuple[torch.Tensor, torch.Tensor] | None,
+        cross_kv: tuple[torch.Tensor, torch.Tensor],
+        memory_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One incremental step on x [B, 1, d]; returns the output and the grown self-attention cache."""
+        y, self_kv = self.self_attn.cached_self_attention(x, self_kv)
+        x = self._residual(x, y, self.self_attn_layer_norm)
+        return self._after_self_attention(x, None, memory_mask, cross_kv), self_kv

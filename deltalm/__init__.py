@@ -23,7 +23,20 @@ _EXPORTS = {
     "from_pretrained": "deltalm.adapters.pretrained",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DecodingState",
+    "DeltaLM",
+    "DeltaLMConfig",
+    "LossOutput",
+    "Vocabulary",
+    "chunked_cross_entropy",
+    "export_encoder_as_xlmr",
+    "from_pretrained",
+    "from_xlmr",
+    "load_official",
+    "save_official",
+    "save_pretrained",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from deltalm.adapters.official import load_official, save_official

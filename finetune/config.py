@@ -1,0 +1,175 @@
+"""``FinetuneConfig``: the engine's shared sections (deltalm/engine/config.py) plus the ``task`` section.
+
+Fine-tuning defaults differ from pre-training only where the paper says so: Adam β=(0.9, 0.98), lr 3e-4,
+4,000 warm-up steps on the inverse-sqrt schedule (``schedule.kind: linear`` also works), gradient clipping
+1.0, dropout 0.1 (the model default). Every task knob lives in ``task`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from deltalm.config_tree import ConfigError
+from deltalm.engine.config import OptimizerConfig, RunConfig, ScheduleConfig, TrainingConfig, build_config
+from finetune.tasks import GENERATION_TASKS, TASK_NAMES
+
+BEST_METRICS = ("auto", "loss", "bleu", "rouge1", "rouge2", "rougeL", "meteor")
+
+
+@dataclass
+class DataFileConfig:
+    """One data file: JSONL, TSV or aligned ``.src``/``.tgt`` (prefix), with its languages."""
+
+    path: str = ""
+    src_lang: str = ""
+    tgt_lang: str = ""
+    format: Literal["auto", "jsonl", "tsv", "aligned"] = "auto"
+
+    def validate(self) -> None:
+        if not self.path:
+            raise ConfigError("task data file: path must not be empty")
+
+    @property
+    def pair(self) -> str:
+        return f"{self.src_lang or 'src'}-{self.tgt_lang or 'tgt'}"
+
+
+@dataclass
+class MonoFileConfig:
+    """Monolingual text in CC100 layout (one paragraph a line, blank line between documents)."""
+
+    path: str = ""
+    lang: str = ""
+
+    def validate(self) -> None:
+        if not self.path or not self.lang:
+            raise ConfigError("task.zero_shot_mono entries need both path and lang")
+
+
+@dataclass
+class TaskConfig:
+    """What to fine-tune on and how to validate and generate.
+
+    - ``spm_model``: the SentencePiece model of the pre-trained vocabulary; language tags of every
+      ``tgt_lang`` are appended to it (deltalm.vocabulary.Vocabulary.with_lang_tags), growing the embedding.
+    - ``temperature_*``: dynamic sampling over the ``train`` files (language pairs), rising over
+      ``temperature_rise_steps`` (0 = the whole run).
+    - ``zero_shot_ratio``: fraction of optimizer steps on span corruption (sentinels dropped from targets)
+      over ``zero_shot_mono``; 0.5 is the paper's zero-shot recipe, 0 disables it.
+    - ``max_len_a``/``max_len_b``: generation length ``a·source_len + b``; the default (-1) is 1.2·x+10 for
+      translation and 0·x+80 for generation tasks.
+    - ``best_metric``: ``auto`` = BLEU for translation, question generation and data-to-text, ROUGE-L for
+      summarization; ``loss`` ranks by validation loss (no generation during training).
+    """
+
+    name: Literal["translation", "summarization", "question_generation", "data_to_text"] = "translation"
+    spm_model: str = ""
+    num_sentinels: int = 100
+    train: list[DataFileConfig] = field(default_factory=list)
+    valid: list[DataFileConfig] = field(default_factory=list)
+    test: list[DataFileConfig] = field(default_factory=list)
+    tag_source: bool | None = None
+    max_source_length: int | None = None
+    max_target_length: int = 256
+    temperature_start: float = 1.0
+    temperature_end: float = 5.0
+    temperature_rise_steps: int = 0
+    zero_shot_ratio: float = 0.0
+    zero_shot_mono: list[MonoFileConfig] = field(default_factory=list)
+    zero_shot_input_length: int = 128
+    zero_shot_noise_density: float = 0.15
+    zero_shot_mean_span: float = 3.0
+    label_smoothing: float = 0.1
+    validate_every: int = 500
+    valid_max_examples: int = 0  # 0 = all
+    best_metric: str = "auto"
+    beam_size: int = 5
+    max_len_a: float = -1.0
+    max_len_b: int = -1
+    min_len: int = 1
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    eval_batch_size: int = 16
+    bleu_tokenize: str = "13a"
+    average_last: int = 5
+
+    def validate(self) -> None:
+        if self.name not in TASK_NAMES:
+            raise ConfigError(f"task.name: {self.name!r} is not one of {list(TASK_NAMES)}")
+        if self.best_metric not in BEST_METRICS:
+            raise ConfigError(f"task.best_metric: {self.best_metric!r} is not one of {list(BEST_METRICS)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"task.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.zero_shot_ratio < 1.0:
+            raise ConfigError(f"task.zero_shot_ratio must be in [0, 1), got {self.zero_shot_ratio}")
+        if self.zero_shot_ratio > 0 and not self.zero_shot_mono:
+            raise ConfigError("task.zero_shot_ratio > 0 needs task.zero_shot_mono files")
+        if self.temperature_start <= 0 or self.temperature_end <= 0:
+            raise ConfigError("task.temperature_start and task.temperature_end must be > 0")
+        for name in ("beam_size", "eval_batch_size", "max_target_length", "average_last"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"task.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_source_length is not None and self.max_source_length < 3:
+            raise ConfigError(f"task.max_source_length must be >= 3, got {self.max_source_length}")
+        if self.validate_every < 0 or self.temperature_rise_steps < 0 or self.valid_max_examples < 0:
+            raise ConfigError(
+                "task.validate_every, temperature_rise_steps and valid_max_examples must be >= 0"
+            )
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return ("bleu",) if self.name == "translation" else ("bleu", "rouge", "meteor")
+
+    @property
+    def resolved_best_metric(self) -> str:
+        if self.best_metric != "auto":
+            return self.best_metric
+        return "rougeL" if self.name == "summarization" else "bleu"
+
+    @property
+    def length_rule(self) -> tuple[float, int]:
+        """(a, b) of the generation length limit a·x + b."""
+        if self.max_len_a >= 0 and self.max_len_b >= 0:
+            return self.max_len_a, self.max_len_b
+        return (0.0, 80) if self.name in GENERATION_TASKS else (1.2, 10)
+
+    def languages(self) -> list[str]:
+        """Target languages needing a tag (in first-seen order)."""
+        langs: list[str] = []
+        for f in [*self.train, *self.valid, *self.test]:
+            for lang in (f.tgt_lang,):
+                if lang and lang not in langs:
+                    langs.append(lang)
+        return langs
+
+
+def _finetune_defaults() -> tuple[RunConfig, OptimizerConfig, ScheduleConfig]:
+    return (
+        RunConfig(run_dir="runs/finetune"),
+        OptimizerConfig(lr=3e-4, betas=(0.9, 0.98), weight_decay=0.0, grad_clip=1.0),
+        ScheduleConfig(kind="inverse_sqrt", warmup_steps=4000),
+    )
+
+
+@dataclass
+class FinetuneConfig(TrainingConfig):
+    run: RunConfig = field(default_factory=lambda: _finetune_defaults()[0])
+    optimizer: OptimizerConfig = field(default_factory=lambda: _finetune_defaults()[1])
+    schedule: ScheduleConfig = field(default_factory=lambda: _finetune_defaults()[2])
+    task: TaskConfig = field(default_factory=TaskConfig)
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.task.spm_model:
+            raise ConfigError("task.spm_model is required (the pre-trained vocabulary's SentencePiece model)")
+        if not self.task.train:
+            raise ConfigError("task.train: at least one training data file is required")
+
+
+def load_finetune_config(path: str | None, overrides: list[str], task: str | None = None) -> FinetuneConfig:
+    """YAML + ``--set`` overrides → validated :class:`FinetuneConfig`; ``task`` (``--task``) sets task.name."""
+    if task is not None:
+        overrides = [f"task.name={task}", *overrides]
+    return build_config(FinetuneConfig, {}, path, overrides)

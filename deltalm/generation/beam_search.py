@@ -1,0 +1,307 @@
+"""Batched beam search over the model's incremental decoding protocol (fairseq SequenceGenerator semantics).
+
+The model protocol (``deltalm.DeltaLM`` implements it; tests use a toy model with the same methods):
+
+- ``encoder_out = model.encode(tokens)`` → [B, S, d] (padding from the pad id);
+- ``state = model.start_decoding(encoder_out, encoder_padding_mask)`` with the mask True on real tokens; the
+  cross-attention keys/values are computed here, once per source;
+- ``logits, state = model.decode_step(tokens_last, state)`` with ``tokens_last`` [R, 1] → logits [R, vocab]
+  (padded embedding rows at -inf); the self-attention cache grows by one position;
+- ``state.reorder(index)`` → the state with its rows gathered by ``index`` (expansion to beams, following the
+  surviving hypotheses, dropping finished sentences).
+
+Sequences follow fairseq: decoding starts from ``bos`` (``</s>``, id 2) and a hypothesis ends with ``eos``. At step
+``t`` every live hypothesis proposes its tokens; the ``2 * beam`` best (by cumulative log-probability) are
+ranked; EOS candidates among the first ``beam`` ranks become finished hypotheses with score
+``sum(logprob) / length ** length_penalty`` (length counts the EOS); the ``beam`` best non-EOS candidates live
+on. Step ``t == max_len`` (``max_len = int(max_len_a * src_len + max_len_b)``, per sentence, ``src_len`` = real
+source tokens) may only produce EOS, so a hypothesis has at most ``max_len`` tokens before its EOS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from deltalm.generation.constraints import (
+    apply_min_length,
+    ban_tokens,
+    block_repeated_ngrams,
+    force_eos,
+    force_first_token,
+)
+
+
+@dataclass
+class Hypothesis:
+    """One finished hypothesis: ``tokens`` without the leading BOS and without the final EOS."""
+
+    tokens: list[int]
+    score: float  # sum of log-probabilities (EOS included) / (len(tokens) + 1) ** length_penalty
+    positional_scores: list[float] = field(default_factory=list)  # log-probability of each token, then EOS
+
+    @property
+    def log_prob(self) -> float:
+        return float(sum(self.positional_scores))
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    was_training = getattr(model, "training", False)
+    if was_training:
+        model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
+
+
+def _first_token_tensor(forced: int | torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    if forced is None:
+        return None
+    if isinstance(forced, int):
+        return torch.full((batch,), forced, dtype=torch.long)
+    forced = torch.as_tensor(forced, dtype=torch.long).reshape(-1).cpu()
+    if forced.numel() == 1:
+        return forced.expand(batch).clone()
+    if forced.numel() != batch:
+        raise ValueError(f"forced_first_token has {forced.numel()} entries for a batch of {batch} sentences")
+    return forced
+
+
+def _check_arguments(
+    tokens: torch.Tensor, beam_size: int, min_len: int, max_len_a: float, max_len_b: int
+) -> None:
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
+        raise ValueError("encoder_input_tokens must be a 2-D tensor [batch, source_length] of token ids")
+    if tokens.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"encoder_input_tokens must hold integer ids, got dtype {tokens.dtype}")
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if min_len < 0:
+        raise ValueError(f"min_len must be >= 0, got {min_len}")
+    if max_len_a < 0 or max_len_b < 0:
+        raise ValueError(f"max_len_a and max_len_b must be >= 0, got {max_len_a} and {max_len_b}")
+
+
+def _length_cap(model: torch.nn.Module) -> int | None:
+    """Most tokens (before EOS) the decoder's position table allows, when the model says."""
+    config = getattr(model, "config", None)
+    max_source = getattr(config, "max_source_length", None)
+    return None if max_source is None else int(max_source) - 1
+
+
+def _score_bound(best_live: float, step: int, max_len: int, length_penalty: float) -> float:
+    """The best normalized score a live hypothesis with cumulative ``best_live`` can still reach.
+
+    Log-probabilities are <= 0, so the sum only falls; with a positive length penalty the longest ending
+    (``max_len + 1`` tokens with EOS) divides by the most, with a negative one the shortest does.
+    """
+    if length_penalty > 0:
+        return best_live / (max_len + 1) ** length_penalty
+    if length_penalty < 0:
+        return best_live / (step + 2) ** length_penalty
+    return best_live
+
+
+@torch.inference_mode()
+def beam_search(
+    model: torch.nn.Module,
+    encoder_input_tokens: torch.Tensor,
+    *,
+    beam_size: int = 5,
+    max_len_a: float = 0.0,
+    max_len_b: int = 200,
+    min_len: int = 1,
+    length_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+    forced_first_token: int | torch.Tensor | None = None,
+    eos: int = 2,
+    pad: int = 1,
+    bos: int = 2,
+    stop_early: bool = True,
+) -> list[list[Hypothesis]]:
+    """Beam search for every source row; returns, per sentence, up to ``beam_size`` hypotheses best first.
+
+    ``stop_early=True`` (fairseq's rule): a sentence is done once it has ``beam_size`` finished hypotheses.
+    ``stop_early=False``: it is done only when, in addition, no live hypothesis can still beat the worst kept
+    finished one under the length-penalty scoring (an exact bound, since log-probabilities are <= 0); with a
+    beam wide enough to hold every candidate this search is exhaustive. Either way a sentence ends at its
+    maximum length.
+    """
+    _check_arguments(encoder_input_tokens, beam_size, min_len, max_len_a, max_len_b)
+    batch = encoder_input_tokens.size(0)
+    if batch == 0:
+        return []
+    first_tokens = _first_token_tensor(forced_first_token, batch)
+    config = getattr(model, "config", None)
+    vocab_size = getattr(config, "vocab_size", None)
+    if first_tokens is not None and vocab_size is not None and int(first_tokens.max()) >= vocab_size:
+        raise ValueError(
+            f"forced_first_token {int(first_tokens.max())} is outside the vocabulary ({vocab_size})"
+        )
+    if first_tokens is not None and bool((first_tokens == pad).any() | (first_tokens < 0).any()):
+        raise ValueError("forced_first_token must be a real token id (not the pad id, not negative)")
+
+    src = encoder_input_tokens.long()
+    src_mask = src.ne(pad)
+    src_lengths = src_mask.sum(dim=1).cpu()
+    max_lens = [max(0, int(max_len_a * int(n) + max_len_b)) for n in src_lengths]
+    cap = _length_cap(model)
+    if cap is not None:
+        max_lens = [min(m, cap) for m in max_lens]
+
+    with _eval_mode(model):
+        encoder_out = model.encode(src)
+        state = model.start_decoding(encoder_out, src_mask)
+        device = encoder_out.device
+        expand = torch.arange(batch, device=device).repeat_interleave(beam_size)
+        state = state.reorder(expand)
+        return _search(
+            model,
+            state,
+            device=device,
+            max_lens=max_lens,
+            first_tokens=None if first_tokens is None else first_tokens.to(device),
+            beam=beam_size,
+            min_len=min_len,
+            length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            eos=eos,
+            pad=pad,
+            bos=bos,
+            vocab_size=vocab_size,
+            stop_early=stop_early,
+        )
+
+
+def _search(
+    model: torch.nn.Module,
+    state,
+    *,
+    device: torch.device,
+    max_lens: list[int],
+    first_tokens: torch.Tensor | None,
+    beam: int,
+    min_len: int,
+    length_penalty: float,
+    no_repeat_ngram_size: int,
+    eos: int,
+    pad: int,
+    bos: int,
+    vocab_size: int | None,
+    stop_early: bool,
+) -> list[list[Hypothesis]]:
+    batch = len(max_lens)
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    sentences = list(range(batch))  # original index of each active sentence
+    active_max = torch.tensor(max_lens, device=device)  # [N]
+    rows = batch * beam
+    tokens = torch.full((rows, 1), bos, dtype=torch.long, device=device)
+    # only beam 0 of each sentence is live at step 0 (all beams are the same prefix)
+    scores = torch.full((batch, beam), -math.inf, device=device)
+    scores[:, 0] = 0.0
+    scores = scores.view(-1)
+    positional = torch.zeros((rows, 0), device=device)
+
+    for step in range(max(max_lens) + 1):
+        n_active = len(sentences)
+        logits, state = model.decode_step(tokens[:, -1:], state)
+        if logits.dim() == 3:
+            logits = logits[:, -1]
+        lprobs = F.log_softmax(logits.float(), dim=-1)
+        vocab = lprobs.size(1)
+        ban_tokens(lprobs, [pad], vocab_size)
+        apply_min_length(lprobs, step, min_len, eos)
+        if no_repeat_ngram_size > 0:
+            block_repeated_ngrams(lprobs, tokens[:, 1:], no_repeat_ngram_size)
+        if step == 0 and first_tokens is not None:
+            force_first_token(lprobs, first_tokens.repeat_interleave(beam))
+        at_max = (active_max <= step).repeat_interleave(beam)
+        force_eos(lprobs, at_max, eos)
+
+        # rank the 2*beam best candidates of every sentence by cumulative log-probability
+        cand = (scores[:, None] + lprobs).view(n_active, beam * vocab)
+        k = min(2 * beam, beam * vocab)
+        cand_scores, cand_idx = cand.topk(k, dim=1)
+        cand_beam = torch.div(cand_idx, vocab, rounding_mode="floor")
+        cand_tok = cand_idx % vocab
+        is_eos = cand_tok.eq(eos)
+
+        # finished hypotheses: EOS candidates among the first `beam` ranks with a finite score
+        final = is_eos[:, :beam] & torch.isfinite(cand_scores[:, :beam])
+        if bool(final.any()):
+            f_sent, f_rank = final.nonzero(as_tuple=True)
+            f_rows = f_sent * beam + cand_beam[f_sent, f_rank]
+            f_tokens = tokens[f_rows, 1:].tolist()
+            f_pos = positional[f_rows].tolist()
+            f_eos = lprobs[f_rows, eos].tolist()
+            f_scores = (cand_scores[f_sent, f_rank] / (step + 1) ** length_penalty).tolist()
+            for i, n in enumerate(f_sent.tolist()):
+                finished[sentences[n]].append(Hypothesis(f_tokens[i], f_scores[i], f_pos[i] + [f_eos[i]]))
+
+        # live hypotheses: the first `beam` non-EOS candidates in rank order
+        order = is_eos.long() * k + torch.arange(k, device=device)
+        pick = order.topk(beam, dim=1, largest=False, sorted=True).indices  # [N, beam]
+        new_beam = cand_beam.gather(1, pick)
+        new_tok = cand_tok.gather(1, pick)
+        new_scores = cand_scores.gather(1, pick)
+        new_pos = lprobs.view(n_active, beam * vocab).gather(1, cand_idx.gather(1, pick))
+        src_rows = (torch.arange(n_active, device=device)[:, None] * beam + new_beam).view(-1)
+
+        # which sentences are done
+        best_live = new_scores.max(dim=1).values.tolist()
+        keep: list[int] = []
+        for n in range(n_active):
+            hyps = finished[sentences[n]]
+            if len(hyps) > beam:
+                hyps.sort(key=lambda h: -h.score)
+                del hyps[beam:]
+            done = step >= max_lens[sentences[n]] or best_live[n] == -math.inf
+            if not done and len(hyps) >= beam:
+                if stop_early:
+                    done = True
+                else:
+                    worst = min(h.score for h in hyps)
+                    bound = _score_bound(best_live[n], step, max_lens[sentences[n]], length_penalty)
+                    done = worst >= bound
+            if not done:
+                keep.append(n)
+        if not keep:
+            break
+
+        keep_t = torch.tensor(keep, device=device)
+        rows_keep = src_rows.view(n_active, beam)[keep_t].view(-1)
+        tokens = torch.cat([tokens[rows_keep], new_tok[keep_t].view(-1, 1)], dim=1)
+        positional = torch.cat([positional[rows_keep], new_pos[keep_t].view(-1, 1)], dim=1)
+        scores = new_scores[keep_t].view(-1)
+        state = state.reorder(rows_keep)
+        sentences = [sentences[n] for n in keep]
+        active_max = active_max[keep_t]
+
+    for hyps in finished:
+        hyps.sort(key=lambda h: -h.score)
+        del hyps[beam:]
+    return finished
+
+
+def greedy_search(
+    model: torch.nn.Module,
+    encoder_input_tokens: torch.Tensor,
+    **kwargs,
+) -> list[Hypothesis]:
+    """Greedy decoding (beam 1): the argmax token at every step; one hypothesis per sentence.
+
+    Accepts the keyword arguments of :func:`beam_search` except ``beam_size`` and ``stop_early``.
+    """
+    for name in ("beam_size", "stop_early"):
+        if name in kwargs:
+            raise ValueError(f"greedy_search does not take {name!r}: it is beam search with beam 1")
+    results = beam_search(model, encoder_input_tokens, beam_size=1, stop_early=True, **kwargs)
+    return [hyps[0] if hyps else Hypothesis([], -math.inf) for hyps in results]

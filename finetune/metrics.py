@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -42,10 +43,10 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "
 
 
 class CharacterTokenizer:
-    """rouge-score tokenizer scoring by characters (whitespace and punctuation-only characters dropped)."""
+    """rouge-score tokenizer scoring by characters: every letter/digit is a token; spaces and punctuation dropped."""
 
     def tokenize(self, text: str) -> list[str]:
-        return [ch for ch in text if ch.strip() and (ch.isalnum() or ord(ch) > 0x2E7F)]
+        return [ch for ch in text if unicodedata.category(ch)[0] in "LN"]
 
 
 def rouge(hypotheses: Sequence[str], references: Sequence[str], lang: str = "en") -> dict[str, float]:

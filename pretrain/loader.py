@@ -1,0 +1,381 @@
+"""The pre-training loader: multilingual mixture of span-corruption and translation span-corruption batches,
+rank-aware, exactly resumable.
+
+Micro-batch k (the loader's counter) is a pure function of (seed, k, dp_rank, dp_world_size, manifests):
+
+1. One generator seeded by (seed, k), identical on every rank, picks the task of the *global* micro-batch
+   (translation with probability ``translation_ratio``) and a stream for each of its
+   ``micro_batch_size · dp_world_size`` examples (temperature mixture over token counts).
+2. Each stream keeps a global window cursor: the examples of stream s take its next windows in order
+   (see :mod:`pretrain.token_stream`), so across all ranks every window, hence every token of an epoch,
+   is used exactly once. Rank r takes examples ``[r·B, (r+1)·B)`` of the global batch.
+3. The rank's windows are span-corrupted with a generator seeded by (seed, k, rank).
+
+The state (counter + window cursors) is the same on every rank, tiny, and reflects the batches handed out,
+never the ones prefetched by the background thread. A state from another dataset (manifest fingerprint) or
+with other corruption settings is refused, naming the difference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deltalm.config_tree import ConfigError
+from deltalm.shard_format import ShardError, load_manifest, manifest_fingerprint
+from deltalm.vocabulary import Vocabulary
+from pretrain.data_config import PretrainDataConfig
+from pretrain.mixture import StreamMixture
+from pretrain.objectives import corrupted_lengths, corruption_lengths, span_corruption_batch
+from pretrain.prefetch import Prefetcher
+from pretrain.token_stream import ShardEntry, TokenStream, open_shard
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+_TASK_STREAM = 0x7A5C  # generator-key tags keep the mixture and the noise draws independent
+_NOISE_STREAM = 0x501E
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One objective: its streams' mixture and the corruption lengths."""
+
+    name: str  # "span_corruption" | "translation_span_corruption"
+    mixture: StreamMixture
+    raw_length: int
+    input_length: int
+    target_length: int
+    noise_density: float
+    mean_span: float
+
+
+@dataclass
+class LoaderState:
+    counter: int
+    cursors: dict[str, int]
+
+    def copy(self) -> LoaderState:
+        return LoaderState(self.counter, dict(self.cursors))
+
+
+def _merge_manifests(data_dirs: list[str]) -> tuple[dict[str, dict], list[str], dict]:
+    """Streams of every directory (same name = one stream, shards in directory order), fingerprints."""
+    streams: dict[str, dict] = {}
+    fingerprints, tokenizer = [], None
+    for directory in data_dirs:
+        manifest = load_manifest(directory)
+        fingerprints.append(manifest_fingerprint(manifest))
+        tok = manifest.get("tokenizer") or {}
+        if tokenizer is None:
+            tokenizer = tok
+        elif tok != tokenizer:
+            raise ShardError(f"{directory}/manifest.json: tokenizer {tok} differs from {data_dirs[0]}'s")
+        for name, stream in sorted(manifest.get("streams", {}).items()):
+            if stream.get("kind") not in ("mono", "parallel"):
+                raise ShardError(f"{directory}/manifest.json: stream {name} has kind {stream.get('kind')!r}")
+            merged = streams.setdefault(name, {**stream, "shards": []})
+            if merged["kind"] != stream["kind"]:
+                raise ShardError(
+                    f"{directory}/manifest.json: stream {name} is {stream['kind']} here, mono elsewhere"
+                )
+            for shard in stream.get("shards", []):
+                try:
+                    entry = ShardEntry(
+                        Path(directory) / shard["path"],
+                        int(shard["rows"]),
+                        int(shard["tokens"]),
+                        int(shard["bytes"]),
+                        str(shard["sha256"]),
+                    )
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ShardError(
+                        f"{directory}/manifest.json: stream {name}: bad shard entry ({exc})"
+                    ) from None
+                merged["shards"].append(entry)
+    return streams, fingerprints, tokenizer or {}
+
+
+class PretrainLoader:
+    """Span-corruption batches (DESIGN.md §5 contract) for one data-parallel rank; see the module docstring."""
+
+    def __init__(
+        self,
+        config: PretrainDataConfig,
+        vocab: Vocabulary,
+        *,
+        micro_batch_size: int,
+        seed: int,
+        dp_rank: int = 0,
+        dp_world_size: int = 1,
+    ):
+        config.validate()
+        if not config.data_dirs:
+            raise ConfigError("data.data_dirs: at least one data_prep dataset directory is required")
+        if micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be >= 1, got {micro_batch_size}")
+        if not 0 <= dp_rank < dp_world_size:
+            raise ValueError(f"dp_rank {dp_rank} is not in [0, dp_world_size={dp_world_size})")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        self.config, self.vocab = config, vocab
+        self.micro_batch_size, self.seed = micro_batch_size, seed
+        self.dp_rank, self.dp_world_size = dp_rank, dp_world_size
+
+        manifests, fingerprints, tokenizer = _merge_manifests(config.data_dirs)
+        self.fingerprint = (
+            fingerprints[0]
+            if len(fingerprints) == 1
+            else hashlib.sha256(json.dumps(fingerprints).encode()).hexdigest()
+        )
+        self._check_tokenizer(tokenizer)
+        self.tasks: dict[str, TaskSpec] = {}
+        self.streams: dict[str, TokenStream] = {}
+        counts = {"mono": {}, "parallel": {}}
+        for name, stream in manifests.items():
+            counts[stream["kind"]][name] = int(sum(s.tokens for s in stream["shards"]))
+        want = {"mono": config.translation_ratio < 1.0, "parallel": config.translation_ratio > 0.0}
+        for kind, task_name, input_length, density, span, key in (
+            (
+                "mono",
+                "span_corruption",
+                config.input_length,
+                config.noise_density,
+                config.mean_span,
+                "input_length",
+            ),
+            (
+                "parallel",
+                "translation_span_corruption",
+                config.translation_input_length,
+                config.translation_noise_density,
+                config.translation_mean_span,
+                "translation_input_length",
+            ),
+        ):
+            if not want[kind]:
+                continue
+            if not any(counts[kind].values()):
+                other = "1" if kind == "mono" else "0"
+                raise ConfigError(
+                    f"data.translation_ratio={config.translation_ratio} needs {kind} streams, "
+                    f"but {', '.join(config.data_dirs)} have none with tokens (set it to {other})"
+                )
+            raw, _ = corruption_lengths(input_length, density, span)
+            real_in, real_tgt, spans = corrupted_lengths(raw, density, span)
+            if spans > vocab.num_sentinels:
+                raise ConfigError(
+                    f"data.{key}={input_length}: {spans} noise spans need more sentinels than the "
+                    f"vocabulary's {vocab.num_sentinels}; lower it"
+                )
+            mixture = StreamMixture.from_counts(counts[kind], config.temperature)
+            self.tasks[kind] = TaskSpec(task_name, mixture, raw, real_in, real_tgt, density, span)
+            for name in mixture.names:
+                stream = manifests[name]
+                readers = []
+                try:
+                    for entry in stream["shards"]:
+                        readers.append(open_shard(entry, stream, config.verify_sha256))
+                except ShardError:
+                    for reader in readers:
+                        reader.close()
+                    self.close()
+                    raise
+                self.streams[name] = TokenStream(
+                    name,
+                    kind,
+                    readers,
+                    raw,
+                    seed,
+                    vocab.eos,
+                    both_directions=config.translation_directions == "both",
+                )
+            if dp_rank == 0:
+                log.info(
+                    "%s: %d streams, raw %d -> inputs %d / targets %d, sampling (T=%s):\n%s",
+                    task_name,
+                    len(mixture.names),
+                    raw,
+                    real_in,
+                    real_tgt,
+                    config.temperature,
+                    mixture.describe(counts[kind]),
+                )
+        self._state = LoaderState(0, {name: 0 for name in sorted(self.streams)})
+        self._prefetcher: Prefetcher | None = None
+
+    def _check_tokenizer(self, tokenizer: dict) -> None:
+        mine = self.vocab.fingerprint()
+        for key in ("vocab_size", "num_sentinels", "spm_sha256"):
+            theirs, ours = tokenizer.get(key), mine.get(key)
+            if theirs is not None and ours is not None and theirs != ours:
+                raise ShardError(f"dataset tokenizer {key}={theirs} does not match the vocabulary's {ours}")
+
+    # ------------------------------------------------------------------ batches
+    def _settings(self) -> dict:
+        """What must match for a saved state to resume exactly (besides seed and manifests)."""
+        c = self.config
+        return {
+            "translation_ratio": c.translation_ratio,
+            "temperature": c.temperature,
+            "input_length": c.input_length,
+            "noise_density": c.noise_density,
+            "mean_span": c.mean_span,
+            "translation_input_length": c.translation_input_length,
+            "translation_noise_density": c.translation_noise_density,
+            "translation_mean_span": c.translation_mean_span,
+            "translation_directions": c.translation_directions,
+            "drop_sentinels": c.drop_sentinels,
+        }
+
+    def produce(self, state: LoaderState) -> tuple[dict[str, torch.Tensor], LoaderState]:
+        """The micro-batch at ``state`` and the state after it (pure: ``state`` is not modified)."""
+        tokens, task, new_state = self.produce_windows(state)
+        rng = np.random.default_rng([self.seed, state.counter, self.dp_rank, _NOISE_STREAM])
+        inputs, targets = span_corruption_batch(
+            tokens,
+            rng,
+            task.noise_density,
+            task.mean_span,
+            first_sentinel=self.vocab.first_sentinel,
+            eos=self.vocab.eos,
+            drop_sentinels=self.config.drop_sentinels,
+        )
+        return self.to_batch(inputs, targets), new_state
+
+    def produce_windows(self, state: LoaderState) -> tuple[np.ndarray, TaskSpec, LoaderState]:
+        """The rank's raw windows [B, raw] of micro-batch ``state.counter``, its task, and the next state."""
+        rng = np.random.default_rng([self.seed, state.counter, _TASK_STREAM])
+        if len(self.tasks) == 2:
+            task = self.tasks["parallel" if rng.random() < self.config.translation_ratio else "mono"]
+        else:
+            task = next(iter(self.tasks.values()))
+        B, world = self.micro_batch_size, self.dp_world_size
+        picks = task.mixture.sample(rng, B * world)
+        cursors = dict(state.cursors)
+        window = np.empty(B * world, dtype=np.int64)
+        for i in np.unique(picks):
+            sel = np.nonzero(picks == i)[0]
+            name = task.mixture.names[i]
+            window[sel] = cursors[name] + np.arange(len(sel))
+            cursors[name] += len(sel)
+        mine = slice(self.dp_rank * B, (self.dp_rank + 1) * B)
+        my_picks, my_windows = picks[mine], window[mine]
+        out = np.empty((B, task.raw_length), dtype=np.int32)
+        for i in np.unique(my_picks):
+            sel = np.nonzero(my_picks == i)[0]
+            out[sel] = self.streams[task.mixture.names[i]].windows(my_windows[sel])
+        return out, task, LoaderState(state.counter + 1, cursors)
+
+    def to_batch(self, inputs: np.ndarray, targets: np.ndarray) -> dict[str, torch.Tensor]:
+        """The DESIGN.md §5 batch: no padding, decoder input = ``</s>`` + targets[:-1]."""
+        enc = torch.from_numpy(inputs.astype(np.int64))
+        tgt = torch.from_numpy(targets.astype(np.int64))
+        dec = torch.empty_like(tgt)
+        dec[:, 0] = self.vocab.eos
+        dec[:, 1:] = tgt[:, :-1]
+        return {
+            "encoder_input_tokens": enc,
+            "encoder_padding_mask": torch.ones(enc.shape, dtype=torch.bool),
+            "decoder_input_tokens": dec,
+            "decoder_target_tokens": tgt,
+            "decoder_loss_weights": torch.ones(tgt.shape, dtype=torch.float32),
+        }
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        """The next micro-batch of this rank (from the prefetch thread when ``data.prefetch`` > 0)."""
+        if self.config.prefetch == 0:
+            batch, self._state = self.produce(self._state)
+            return batch
+        if self._prefetcher is None:
+            self._prefetcher = Prefetcher(self.produce, self._state.copy(), self.config.prefetch)
+        batch, self._state = self._prefetcher.get()
+        return batch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        while True:
+            yield self.next_batch()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def counter(self) -> int:
+        """Micro-batches handed out so far."""
+        return self._state.counter
+
+    def state_dict(self) -> dict:
+        """JSON-able state after the batches handed out (identical on every rank)."""
+        return {
+            "version": STATE_VERSION,
+            "fingerprint": self.fingerprint,
+            "seed": self.seed,
+            "counter": self._state.counter,
+            "cursors": dict(self._state.cursors),
+            "settings": self._settings(),
+            "micro_batch_size": self.micro_batch_size,
+            "dp_world_size": self.dp_world_size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from :meth:`state_dict`; refuses another dataset, seed or corruption setting."""
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"not a pretrain loader state (version {state.get('version') if isinstance(state, dict) else None!r})"
+            )
+        if state.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"loader state is for dataset fingerprint {state.get('fingerprint')}, "
+                f"but {', '.join(self.config.data_dirs)} has {self.fingerprint}"
+            )
+        if state.get("seed") != self.seed:
+            raise ValueError(
+                f"loader state was saved with seed {state.get('seed')}, this run uses {self.seed}"
+            )
+        saved = state.get("settings", {})
+        for key, value in self._settings().items():
+            if saved.get(key) != value:
+                raise ValueError(f"loader state has data.{key}={saved.get(key)!r}, this run has {value!r}")
+        cursors = {str(k): int(v) for k, v in state.get("cursors", {}).items()}
+        if set(cursors) != set(self.streams):
+            raise ValueError(f"loader state streams {sorted(cursors)} differ from {sorted(self.streams)}")
+        for key in ("micro_batch_size", "dp_world_size"):
+            if state.get(key) != getattr(self, key):
+                log.warning(
+                    "loader resumes with %s=%s (saved with %s): no window repeats, but batches differ from the "
+                    "original run",
+                    key,
+                    getattr(self, key),
+                    state.get(key),
+                )
+        self._stop_prefetch()
+        self._state = LoaderState(int(state["counter"]), cursors)
+
+    # ------------------------------------------------------------------ lifetime
+    def _stop_prefetch(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+            self._prefetcher = None
+
+    def close(self) -> None:
+        self._stop_prefetch()
+        for stream in self.streams.values():
+            stream.close()
+        self.streams = {}
+
+    def __enter__(self) -> PretrainLoader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self._stop_prefetch()
+        except Exception:
+            pass

@@ -1,0 +1,296 @@
+"""Input files: decompression (.gz/.xz/.zst), and cutting the byte stream into record-aligned blocks.
+
+The parent process only finds block boundaries (C-level ``bytes.find``); decoding, validation and
+tokenization happen in the workers. A block ends at the first record boundary that ends at or after
+``block_bytes`` from the block's start, so the cut depends only on the text from the block's start:
+resuming at a recorded block offset reproduces the same rows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from .errors import DataPrepError, describe_os_error
+
+COMPRESSION_SUFFIXES = (".gz", ".xz", ".zst")
+READ_CHUNK = 1 << 20
+# What a corrupt/truncated compressed stream raises while reading.
+DECOMPRESSION_ERRORS = (EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError, gzip.BadGzipFile)
+
+
+def base_suffix(path: str | Path) -> str:
+    """The format suffix under any compression suffix: ``a.en-de.jsonl.gz`` → ``.jsonl``."""
+    name = Path(path).name
+    for suffix in COMPRESSION_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return Path(name).suffix
+
+
+def check_input(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataPrepError(f"input not found: {path}")
+    if not path.is_file():
+        raise DataPrepError(f"input is not a regular file: {path}")
+    return path
+
+
+def open_input(path: str | Path) -> BinaryIO:
+    """Open ``path`` for reading decompressed bytes (by suffix)."""
+    path = check_input(path)
+    try:
+        if path.name.endswith(".gz"):
+            return gzip.open(path, "rb")
+        if path.name.endswith(".xz"):
+            return lzma.open(path, "rb")
+        if path.name.endswith(".zst"):
+            return zstandard.ZstdDecompressor().stream_reader(
+                open(path, "rb"), read_across_frames=True, closefd=True
+            )
+        return open(path, "rb")
+    except OSError as exc:
+        raise describe_os_error(exc, f"cannot open input {path}") from None
+
+
+@dataclass
+class Block:
+    """A run of whole records: ``data`` (bytes, or (src lines, tgt lines) for aligned files)."""
+
+    data: bytes | tuple[list[bytes], list[bytes]]
+    offset: tuple[int, ...]  # decompressed byte offset(s) of the block's start
+    line: int  # 1-based number of the block's first line
+    lines: int  # lines in the block
+    nbytes: int  # raw bytes in the block
+    pre_skips: list[tuple[str, str, int]] = field(
+        default_factory=list
+    )  # reader-level skips before this block
+
+
+class _Reader:
+    """Reads decompressed chunks; a decompression error ends the stream and is remembered."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.handle = open_input(path)
+        self.broken = False
+
+    def read(self, n: int = READ_CHUNK) -> bytes:
+        if self.broken:
+            return b""
+        try:
+            return self.handle.read(n)
+        except DECOMPRESSION_ERRORS:
+            self.broken = True
+            return b""
+        except OSError as exc:  # gzip raises BadGzipFile (an OSError) and plain OSError for bad headers
+            if (
+                isinstance(exc, gzip.BadGzipFile)
+                or "gzip" in str(exc).lower()
+                or "compressed" in str(exc).lower()
+            ):
+                self.broken = True
+                return b""
+            raise describe_os_error(exc, f"cannot read input {self.path}") from None
+
+    def skip(self, n: int) -> int:
+        """Discard ``n`` bytes; return how many were actually there."""
+        done = 0
+        while done < n:
+            chunk = self.read(min(READ_CHUNK, n - done))
+            if not chunk:
+                break
+            done += len(chunk)
+        return done
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def iter_blocks(
+    path: str | Path,
+    boundary: bytes,
+    block_bytes: int,
+    max_record_bytes: int,
+    skips: list,
+    too_long_reason: str,
+    start_offset: int = 0,
+    start_line: int = 1,
+) -> Iterator[Block]:
+    """Blocks of whole records separated by ``boundary`` (``b"\\n"`` lines, ``b"\\n\\n"`` CC100 documents).
+
+    A record longer than ``max_record_bytes`` is dropped without being held in memory (counted as
+    ``too_long_reason``); a decompression error drops the unfinished tail and the rest of the file.
+    """
+    path = Path(path)
+    reader = _Reader(path)
+    try:
+        if reader.skip(start_offset) != start_offset:
+            raise DataPrepError(f"{path}: shorter than its recorded progress; the input changed")
+        buf = bytearray()
+        offset, line = start_offset, start_line
+        search_from = max(block_bytes - len(boundary), 0)
+        eof = False
+        while True:
+            cut = buf.find(boundary, search_from) if len(buf) >= block_bytes else -1
+            if cut >= 0:
+                end = cut + len(boundary)
+            elif eof:
+                end = len(buf)
+            elif len(buf) > block_bytes + max_record_bytes:
+                # The record crossing block_bytes is too long: emit what precedes it, drop it.
+                head = buf.rfind(boundary, 0, block_bytes)
+                head = head + len(boundary) if head >= 0 else 0
+                if head:
+                    yield _block(bytes(buf[:head]), offset, line, skips)
+                    offset, line = offset + head, line + buf.count(b"\n", 0, head)
+                    del buf[:head]
+                skips.append((too_long_reason, str(path), line))
+                dropped, newlines, buf = _drop_record(reader, buf, boundary)
+                offset, line = offset + dropped, line + newlines
+                continue
+            else:
+                chunk = reader.read()
+                if chunk:
+                    buf += chunk
+                else:
+                    eof = True
+                continue
+            if end == 0:
+                break
+            data = bytes(buf[:end])
+            if eof and reader.broken:
+                last = data.rfind(boundary)
+                data = data[: last + len(boundary)] if last >= 0 else b""
+                if data:
+                    yield _block(data, offset, line, skips)
+                    line += data.count(b"\n")
+                break
+            yield _block(data, offset, line, skips)
+            offset, line = offset + end, line + data.count(b"\n")
+            del buf[:end]
+        if reader.broken:
+            skips.append(("broken_compression", str(path), line))
+    finally:
+        reader.close()
+
+
+def _block(data: bytes, offset: int, line: int, skips: list) -> Block:
+    block = Block(data=data, offset=(offset,), line=line, lines=data.count(b"\n"), nbytes=len(data))
+    block.pre_skips, skips[:] = list(skips), []
+    return block
+
+
+def _drop_record(reader: _Reader, buf: bytearray, boundary: bytes) -> tuple[int, int, bytearray]:
+    """Discard bytes up to and including the next ``boundary``: (bytes dropped, newlines dropped, rest)."""
+    dropped, newlines = 0, 0
+    keep = len(boundary) - 1
+    while True:
+        idx = buf.find(boundary, 1)  # the dropped record is non-empty; never stop at its own start
+        if idx >= 0:
+            end = idx + len(boundary)
+            return dropped + end, newlines + buf.count(b"\n", 0, end), bytearray(buf[end:])
+        if len(buf) > keep:
+            cut = len(buf) - keep
+            newlines += buf.count(b"\n", 0, cut)
+            dropped += cut
+            del buf[:cut]
+        chunk = reader.read()
+        if not chunk:
+            return dropped + len(buf), newlines + buf.count(b"\n"), bytearray()
+        buf += chunk
+
+
+def iter_aligned_blocks(
+    src_path: str | Path,
+    tgt_path: str | Path,
+    block_lines: int,
+    max_line_bytes: int,
+    skips: list,
+    start_offset: tuple[int, int] = (0, 0),
+    start_line: int = 1,
+) -> Iterator[Block]:
+    """Blocks of ``block_lines`` line pairs from two line-aligned files. An over-long line is not kept in
+    memory: it arrives as the ``TOO_LONG`` placeholder, which the worker counts with its line number."""
+    readers = [_LineReader(Path(src_path), max_line_bytes), _LineReader(Path(tgt_path), max_line_bytes)]
+    try:
+        for r, off in zip(readers, start_offset, strict=True):
+            if r.reader.skip(off) != off:
+                raise DataPrepError(f"{r.path}: shorter than its recorded progress; the input changed")
+            r.offset = off
+        line = start_line
+        while True:
+            offsets = (readers[0].offset, readers[1].offset)
+            src, tgt, nbytes = [], [], 0
+            while len(src) < block_lines:
+                a, b = readers[0].readline(), readers[1].readline()
+                if a is None and b is None:
+                    break
+                if a is None or b is None:
+                    skips.append(
+                        ("unaligned", str(readers[0].path if a is None else readers[1].path), line + len(src))
+                    )
+                    break
+                src.append(a)
+                tgt.append(b)
+                nbytes += len(a) + len(b)
+            if src:
+                block = Block(data=(src, tgt), offset=offsets, line=line, lines=len(src), nbytes=nbytes)
+                block.pre_skips, skips[:] = list(skips), []
+                yield block
+                line += len(src)
+            if len(src) < block_lines:
+                for r in readers:
+                    if r.reader.broken:
+                        skips.append(("broken_compression", str(r.path), line))
+                break
+    finally:
+        for r in readers:
+            r.reader.close()
+
+
+TOO_LONG = b"\x00\x00TOO_LONG"  # placeholder: NUL bytes never survive validation as text
+
+
+class _LineReader:
+    def __init__(self, path: Path, max_line_bytes: int):
+        self.path = path
+        self.reader = _Reader(path)
+        self.max_line_bytes = max_line_bytes
+        self.buf = bytearray()
+        self.offset = 0
+        self.eof = False
+
+    def readline(self) -> bytes | None:
+        """The next line without its newline, ``TOO_LONG`` for an over-long one, ``None`` at the end."""
+        too_long = False
+        while True:
+            idx = self.buf.find(b"\n")
+            if idx >= 0:
+                line = bytes(self.buf[:idx]) if not too_long else TOO_LONG
+                self.offset += idx + 1
+                del self.buf[: idx + 1]
+                return TOO_LONG if idx > self.max_line_bytes else line
+            if len(self.buf) > self.max_line_bytes:
+                too_long = True
+                self.offset += len(self.buf)
+                self.buf.clear()
+            chunk = b"" if self.eof else self.reader.read()
+            if not chunk:
+                self.eof = True
+                if not self.buf and not too_long:
+                    return None
+                line = bytes(self.buf) if not too_long else TOO_LONG
+                self.offset += len(self.buf)
+                self.buf.clear()
+                return line
+            self.buf += chunk

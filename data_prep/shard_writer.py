@@ -1,0 +1,157 @@
+"""Accumulates tokenized rows and writes shards of ``shard_size`` bytes (temp file, fsync, rename).
+
+A shard closes at the first row that brings its payload (4 bytes a token + 4 bytes a row and column) to
+``shard_size`` or more, so shard boundaries depend only on the row sequence, not on blocks or workers.
+Each shard is ONE record batch in an uncompressed Arrow IPC file (zero-copy when memory-mapped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from deltalm.shard_format import fsync_dir
+
+from .errors import describe_os_error
+from .tokenize_pool import BlockResult
+
+KILL_HOOK_ENV = "DATA_PREP_TEST_KILL_AFTER_SHARDS"  # test hook: SIGKILL after the N-th shard file is renamed
+
+
+@dataclass
+class ShardInfo:
+    path: str  # relative to the dataset directory
+    rows: int
+    tokens: int
+    bytes: int
+    sha256: str
+    column_tokens: dict[str, int]
+    rows_into_block: int  # rows of the block being added that this shard (and earlier ones) consumed
+
+    def manifest_entry(self) -> dict:
+        return {
+            "path": self.path,
+            "rows": self.rows,
+            "tokens": self.tokens,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+        }
+
+
+def shard_file_name(index: int) -> str:
+    return f"shard-{index:05d}.arrow"
+
+
+class ShardWriter:
+    def __init__(self, root: Path, stream: str, schema: pa.Schema, shard_size: int, next_index: int):
+        self.root = Path(root)
+        self.stream = stream
+        self.schema = schema
+        self.names = list(schema.names)
+        self.shard_size = shard_size
+        self.next_index = next_index
+        self._pending: list[dict[str, tuple[np.ndarray, np.ndarray]]] = []
+        self._pending_bytes = 0
+        self._written = 0
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def add(self, result: BlockResult) -> list[ShardInfo]:
+        """Add a block's rows; return the shards this completed (each already durable on disk)."""
+        cols = result.columns
+        n = result.rows
+        if n == 0:
+            return []
+        row_bytes = 4 * len(self.names) + 4 * sum(cols[name][1] for name in self.names)
+        shards: list[ShardInfo] = []
+        start = 0
+        while start < n:
+            cum = self._pending_bytes + np.cumsum(row_bytes[start:])
+            hit = int(np.searchsorted(cum, self.shard_size, side="left"))
+            if hit >= n - start:  # the rest of the block fits below the shard size
+                self._pending.append(_slice(cols, self.names, start, n))
+                self._pending_bytes = int(cum[-1])
+                break
+            end = start + hit + 1
+            self._pending.append(_slice(cols, self.names, start, end))
+            shards.append(self._write(rows_into_block=end))
+            start = end
+        return shards
+
+    def flush(self, rows_into_block: int = 0) -> ShardInfo | None:
+        return self._write(rows_into_block) if self._pending else None
+
+    def _write(self, rows_into_block: int) -> ShardInfo:
+        arrays, column_tokens = [], {}
+        for name in self.names:
+            values = np.concatenate([p[name][0] for p in self._pending]).astype(np.int32, copy=False)
+            lengths = np.concatenate([p[name][1] for p in self._pending])
+            offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+            np.cumsum(lengths, out=offsets[1:])
+            arrays.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)))
+            column_tokens[name] = int(len(values))
+        self._pending, self._pending_bytes = [], 0
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        name = shard_file_name(self.next_index)
+        rel = f"{self.stream}/{name}"
+        final = self.root / rel
+        tmp = final.with_name(f".{name}.tmp")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as handle:
+                with ipc.new_file(handle, self.schema) as writer:
+                    writer.write_batch(batch)
+                handle.flush()
+                os.fsync(handle.fileno())
+            digest = _sha256(tmp)
+            nbytes = tmp.stat().st_size
+            os.replace(tmp, final)
+            fsync_dir(final.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise describe_os_error(exc, f"cannot write shard {final}") from None
+        self.next_index += 1
+        self._written += 1
+        _maybe_kill(self._written)
+        return ShardInfo(
+            path=rel,
+            rows=batch.num_rows,
+            tokens=sum(column_tokens.values()),
+            bytes=nbytes,
+            sha256=digest,
+            column_tokens=column_tokens,
+            rows_into_block=rows_into_block,
+        )
+
+
+def _slice(cols: dict[str, tuple[np.ndarray, np.ndarray]], names: list[str], start: int, end: int) -> dict:
+    out = {}
+    for name in names:
+        values, lengths = cols[name]
+        offsets = np.concatenate(([0], np.cumsum(lengths)))
+        out[name] = (values[offsets[start] : offsets[end]], lengths[start:end])
+    return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _maybe_kill(written: int) -> None:
+    limit = os.environ.get(KILL_HOOK_ENV)
+    if limit and written >= int(limit):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

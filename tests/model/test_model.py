@@ -202,3 +202,31 @@ def test_preset_parameter_counts_near_paper(preset, paper):
         model = DeltaLM(DeltaLMConfig.preset(preset))
     n = model.num_parameters()
     assert abs(n - paper) / paper < 0.06, n
+
+
+def test_layer_norm_is_fp32_inside_and_apex_detection_is_boolean():
+    from deltalm.modules.layer_norm import LayerNorm, apex_available
+
+    assert isinstance(apex_available(), bool)
+    ln = LayerNorm(8)
+    x = torch.randn(3, 8).to(torch.bfloat16) * 300
+    out = ln(x)
+    assert out.dtype == torch.bfloat16
+    ref = F.layer_norm(x.float(), (8,), eps=1e-5)
+    assert torch.allclose(out.float(), ref, atol=2e-2)
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_training_step_and_incremental_decoding():
+    model = tiny_model().cuda()
+    b = {k: v.cuda() for k, v in padded_batch().items()}
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model.train().loss(b, 0.1)
+    out.loss_sum.backward()
+    assert torch.isfinite(out.loss_sum) and all(torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        full = model(b["encoder_input_tokens"], b["decoder_input_tokens"])
+        state = model.start_decoding(model.encode(b["encoder_input_tokens"]), b["encoder_padding_mask"])
+        logits, _ = model.decode_step(b["decoder_input_tokens"][:, 0], state)
+    assert torch.allclose(logits[:, :203], full[:, 0, :203], atol=1e-4)

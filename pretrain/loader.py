@@ -18,6 +18,7 @@ with other corruption settings is refused, naming the difference.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -125,6 +126,8 @@ class PretrainLoader:
             raise ValueError(f"dp_rank {dp_rank} is not in [0, dp_world_size={dp_world_size})")
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
+        self._prefetcher: Prefetcher | None = None
+        self.streams: dict[str, TokenStream] = {}
         self.config, self.vocab = config, vocab
         self.micro_batch_size, self.seed = micro_batch_size, seed
         self.dp_rank, self.dp_world_size = dp_rank, dp_world_size
@@ -137,7 +140,6 @@ class PretrainLoader:
         )
         self._check_tokenizer(tokenizer)
         self.tasks: dict[str, TaskSpec] = {}
-        self.streams: dict[str, TokenStream] = {}
         counts = {"mono": {}, "parallel": {}}
         for name, stream in manifests.items():
             counts[stream["kind"]][name] = int(sum(s.tokens for s in stream["shards"]))
@@ -209,7 +211,6 @@ class PretrainLoader:
                     mixture.describe(counts[kind]),
                 )
         self._state = LoaderState(0, {name: 0 for name in sorted(self.streams)})
-        self._prefetcher: Prefetcher | None = None
 
     def _check_tokenizer(self, tokenizer: dict) -> None:
         mine = self.vocab.fingerprint()
@@ -375,7 +376,5 @@ class PretrainLoader:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self._stop_prefetch()
-        except Exception:
-            pass

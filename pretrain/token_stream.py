@@ -53,9 +53,10 @@ def open_shard(entry: ShardEntry, stream: dict, verify_sha256: bool) -> ShardRea
         if want is not None and meta.get(key) != want:
             reader.close()
             raise ShardError(f"{path}: schema {key}={meta.get(key)!r}, the manifest stream says {want!r}")
-    if reader.num_rows != entry.rows:
+    rows = reader.num_rows
+    if rows != entry.rows:
         reader.close()
-        raise ShardError(f"{path}: {reader.num_rows} rows, the manifest says {entry.rows}")
+        raise ShardError(f"{path}: {rows} rows, the manifest says {entry.rows}")
     tokens = sum(len(col.values) for col in reader.columns.values())
     if tokens != entry.tokens:
         reader.close()

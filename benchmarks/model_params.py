@@ -58,7 +58,9 @@ def step_timing(steps: int = 5, batch: int = 8, length: int = 64) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--step-timing", action="store_true", help="also time a tiny-preset training step on CPU")
+    parser.add_argument(
+        "--step-timing", action="store_true", help="also time a tiny-preset training step on CPU"
+    )
     args = parser.parse_args()
     print(f"torch {torch.__version__}")
     print("| preset | embedding | encoder | decoder | total | paper | ratio |")

@@ -1,0 +1,53 @@
+"""The model a fine-tuning run starts from, with its vocabulary grown for the language tags.
+
+``init.kind`` (the engine's shared section) picks the source:
+
+- ``none``: random initialization of ``model`` (preset + overrides), sized to the tagged vocabulary;
+- ``pretrained``: a ``save_pretrained`` directory (``python -m deltalm.export`` turns a pre-training run's
+  committed checkpoint into one; a fine-tuning run's ``best``/``averaged`` directories are the same format);
+- ``official``: a released ``deltalm-*.pt`` (:func:`deltalm.adapters.official.load_official`);
+- ``xlmr``: a Hugging Face XLM-R/InfoXLM directory (:meth:`deltalm.model.DeltaLM.from_xlmr`).
+
+Loaded models keep their architecture; the run's dropout settings (``model.dropout``, ``attention_dropout``,
+``activation_dropout``) apply. The checkpoint's vocabulary must be the task vocabulary without tags (or with
+the same tags); the tag rows are then added by :func:`finetune.embedding_growth.grow_vocabulary`.
+"""
+
+from __future__ import annotations
+
+from deltalm.adapters.checkpoint_io import CheckpointError
+from deltalm.engine.config import InitConfig
+from deltalm.model import DeltaLM
+from deltalm.model_config import DeltaLMConfig
+from deltalm.vocabulary import Vocabulary
+from finetune.embedding_growth import grow_vocabulary
+
+
+def initial_model(init: InitConfig, model_config: DeltaLMConfig, vocab: Vocabulary) -> DeltaLM:
+    """The starting model for ``vocab`` (tags included), per ``init``; refuses a vocabulary mismatch."""
+    dropouts = {
+        "dropout": model_config.dropout,
+        "attention_dropout": model_config.attention_dropout,
+        "activation_dropout": model_config.activation_dropout,
+    }
+    if init.kind == "none":
+        return DeltaLM(model_config.replace(vocab_size=vocab.size))
+    if init.kind == "pretrained":
+        from deltalm.adapters.pretrained import from_pretrained
+
+        model = from_pretrained(init.path, **dropouts)
+    elif init.kind == "official":
+        from deltalm.adapters.official import load_official
+
+        model = load_official(init.path, **dropouts)
+    elif init.kind == "xlmr":
+        model = DeltaLM.from_xlmr(init.path, vocab_size=vocab.pretrain_size, **dropouts)
+    else:
+        raise CheckpointError(f"init.kind {init.kind!r} is not supported for fine-tuning")
+    rows = model.config.vocab_size
+    if rows not in (vocab.pretrain_size, vocab.size):
+        raise CheckpointError(
+            f"{init.path}: the model has a {rows}-row vocabulary but task.spm_model gives {vocab.pretrain_size} "
+            f"(+{len(vocab.lang_tags)} language tags); use the SentencePiece model the checkpoint was trained with"
+        )
+    return grow_vocabulary(model, vocab.size)

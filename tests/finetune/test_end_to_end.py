@@ -1,0 +1,185 @@
+"""Each task on a tiny model end to end: train a few steps on the real engine, validate, evaluate, files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from finetune.config import load_finetune_config
+from finetune.evaluate import main as evaluate_main
+from finetune.train import main as train_main
+from finetune.train import run as train_run
+from tests.finetune.conftest import read_pairs
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+TINY_MODEL = {
+    "preset": "tiny",
+    "d_model": 32,
+    "heads": 2,
+    "ffn": 64,
+    "encoder_layers": 2,
+    "decoder_blocks": 1,
+    "max_positions": 600,
+}
+
+
+def _write_jsonl(path, rows):
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _config(tmp_path, spm_model, task: dict, steps: int = 4) -> str:
+    cfg = {
+        "run": {"run_dir": str(tmp_path / "run"), "max_steps": steps, "seed": 3},
+        "model": TINY_MODEL,
+        "optimizer": {"lr": 1e-3},
+        "schedule": {"warmup_steps": 2},
+        "batch": {"global_batch_size": 8, "micro_batch_size": 4},
+        "checkpoint": {"every": 2, "keep_last": 2},
+        "logging": {"tensorboard": False},
+        "task": {
+            "spm_model": str(spm_model),
+            "num_sentinels": 16,
+            "validate_every": 2,
+            "eval_batch_size": 8,
+            "beam_size": 2,
+            "average_last": 2,
+            **task,
+        },
+    }
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return str(path)
+
+
+def _check_run(run, expect_metric: str):
+    assert (run / "best" / "model.safetensors").is_file() and (run / "best" / "best.json").is_file()
+    assert (run / "final" / "model.safetensors").is_file()
+    assert json.loads((run / "averaged" / "averaged_from.json").read_text()) == [
+        "step_00000002.safetensors",
+        "step_00000004.safetensors",
+    ]
+    valid = [json.loads(line) for line in (run / "valid.jsonl").read_text().splitlines()]
+    assert [v["step"] for v in valid] == [2, 4] and all(expect_metric in v for v in valid)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 4 and all(m["loss"] > 0 for m in metrics)
+
+
+def test_translation_two_pairs_train_evaluate(tmp_path, spm_model, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for lang in ("de", "fr"):
+        _write_jsonl(data / f"train.en-{lang}.jsonl.gz", read_pairs(f"train.en-{lang}.jsonl.gz", 40))
+        _write_jsonl(data / f"valid.en-{lang}.jsonl.gz", read_pairs(f"valid.en-{lang}.jsonl.gz", 6))
+    task = {
+        "name": "translation",
+        "train": [
+            {"path": str(data / f"train.en-{x}.jsonl.gz"), "src_lang": "en", "tgt_lang": x}
+            for x in ("de", "fr")
+        ],
+        "valid": [
+            {"path": str(data / f"valid.en-{x}.jsonl.gz"), "src_lang": "en", "tgt_lang": x}
+            for x in ("de", "fr")
+        ],
+        "test": [
+            {"path": str(data / f"valid.en-{x}.jsonl.gz"), "src_lang": "en", "tgt_lang": x}
+            for x in ("de", "fr")
+        ],
+        "max_len_a": 0.0,
+        "max_len_b": 8,
+    }
+    config = _config(tmp_path, spm_model, task)
+    env = {**os.environ, "DS_ACCELERATOR": "cpu"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "finetune/train.py",
+            "--task",
+            "translation",
+            "--config",
+            config,
+            "--set",
+            "task.validate_every=2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(REPO),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    _check_run(run, "bleu")
+    assert json.loads((run / "best" / "config.json").read_text())["vocabulary"]["lang_tags"] == ["de", "fr"]
+    out = tmp_path / "eval"
+    assert (
+        evaluate_main(["--model", str(run / "averaged"), "--config", config, "--output-dir", str(out)]) == 0
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert [r["pair"] for r in results["results"]] == ["en-de", "en-fr"]
+    assert "tok:13a" in results["results"][0]["signatures"]["bleu"]
+    assert len((out / "hypotheses.en-de.txt").read_text(encoding="utf-8").splitlines()) == 6
+    printed = capsys.readouterr().out
+    assert "| en-de | 6 |" in printed and "signature" in printed
+
+
+@pytest.mark.parametrize("task_name", ["summarization", "question_generation", "data_to_text"])
+def test_generation_tasks(tmp_path, spm_model, task_name):
+    pairs = read_pairs("train.en-de.jsonl.gz", 40)
+    if task_name == "summarization":
+        rows = [{"document": p["en"] + " " + p["en"], "summary": p["en"]} for p in pairs]
+    elif task_name == "question_generation":
+        rows = [{"passage": p["en"], "answer": p["en"].split()[0], "question": p["en"] + "?"} for p in pairs]
+    else:
+        rows = [{"triples": [["File", "hasLabel", p["en"]]], "text": p["en"]} for p in pairs]
+    rows.append({"unexpected": "line"})  # counted, not fatal
+    path = tmp_path / "train.jsonl.gz"
+    _write_jsonl(path, rows)
+    task = {
+        "name": task_name,
+        "train": [{"path": str(path)}],
+        "valid": [{"path": str(path)}],
+        "valid_max_examples": 4,
+        "max_len_b": 6,
+        "max_len_a": 0.0,
+    }
+    config = _config(tmp_path, spm_model, task)
+    train_run(load_finetune_config(config, []))  # in-process (the engine keeps its process group)
+    run = tmp_path / "run"
+    _check_run(run, "rougeL" if task_name == "summarization" else "bleu")
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["train"]["counts"]["missing_field"] == 1
+    out = tmp_path / "eval"
+    assert (
+        evaluate_main(
+            ["--model", str(run / "best"), "--config", config, "--data", str(path), "--output-dir", str(out)]
+        )
+        == 0
+    )
+    scores = json.loads((out / "results.json").read_text())["results"][0]["scores"]
+    assert {"bleu", "rouge1", "rouge2", "rougeL"} <= set(scores)
+
+
+def test_bad_config_is_one_line_error(tmp_path, spm_model, capsys):
+    config = _config(
+        tmp_path,
+        spm_model,
+        {"name": "translation", "train": [{"path": str(tmp_path / "nope.jsonl")}], "bogus": 1},
+    )
+    assert train_main(["--config", config]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key task.bogus" in err and "Traceback" not in err
+    config = _config(
+        tmp_path,
+        spm_model,
+        {"name": "translation", "train": [{"path": str(tmp_path / "nope.jsonl"), "tgt_lang": "de"}]},
+    )
+    assert train_main(["--config", config]) == 2
+    assert "data file not found" in capsys.readouterr().err

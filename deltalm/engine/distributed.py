@@ -121,8 +121,12 @@ def init_process_group(info: RankInfo, *, timeout_s: int, cpu_shm_comm: bool = F
         MASTER_ADDR=info.master_addr,
         MASTER_PORT=str(port),
     )
+    import importlib
+
     import deepspeed
-    import deepspeed.comm.torch as ds_torch_comm
+
+    # ``import deepspeed.comm.torch as m`` would bind the real torch (deepspeed.comm re-exports it): look it up.
+    ds_torch_comm = importlib.import_module("deepspeed.comm.torch")
 
     if not cpu_shm_comm:
         # DeepSpeed's CPU accelerator JIT-compiles a shared-memory allreduce on first start (~60 s); the gloo

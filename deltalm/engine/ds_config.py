@@ -95,6 +95,8 @@ def build_ds_config(config: TrainingConfig, world_size: int, *, load_universal: 
     # ZeRO-0 fp32 steps our optimizer directly: the non-finite guard clips there (it must see the raw norm).
     ds["gradient_clipping"] = 0.0 if uses_basic_optimizer(ds) else config.optimizer.grad_clip
     ds.setdefault("steps_per_print", 10**9)
+    if stage > 0:  # our optimizer is a supported one (Adam/AdamW) with the non-finite guard mixed in
+        ds["zero_allow_untested_optimizer"] = True
     if load_universal:
         ds["checkpoint"] = {**ds.get("checkpoint", {}), "load_universal": True}
     return ds

@@ -85,8 +85,11 @@ class TrainingModule(nn.Module):
         self.model = model
         self._loss_fn = loss_fn
 
-    def forward(self, batch: dict[str, torch.Tensor]):
-        return self._loss_fn(self.model, batch)
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self._loss_fn(self.model, batch)
+        # A tuple of tensors (not the LossOutput dataclass): ZeRO-3 hooks tensor outputs to re-gather the
+        # external (tied output) weight for the backward pass.
+        return out.loss_sum, out.nll_sum, out.num_tokens
 
 
 def default_loss(model: nn.Module, batch: dict) -> object:
@@ -315,8 +318,8 @@ class Trainer:
             slot = ((step - 1) * self.accumulation + index) * self.rank.world_size + self.rank.rank
             torch.manual_seed(derived_seed(self.config.run.seed, slot))
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            out = self.engine(batch)
-            loss = out.loss_sum.float()
+            loss, nll, _ = self.engine(batch)
+            loss = loss.float()
             if inject and index == 0:
                 loss = loss * float("nan")
             self.engine.backward(loss * scale, scale_wrt_gas=False)
@@ -325,7 +328,7 @@ class Trainer:
             value = loss.item()
             nonfinite = max(nonfinite, 0.0 if math.isfinite(value) else 1.0)
             loss_sum += value if math.isfinite(value) else 0.0
-            nll_sum += out.nll_sum.float().item() if math.isfinite(value) else 0.0
+            nll_sum += nll.float().item() if math.isfinite(value) else 0.0
         return loss_sum, nll_sum, nonfinite
 
     def _optimizer_step(self, *, force_skip: bool) -> tuple[bool, float]:

@@ -170,6 +170,7 @@ def _build_input(
         spm_path=str(vocab.spm_path),
         fmt=spec.fmt,
         max_line_bytes=options.max_line_bytes,
+        max_doc_bytes=options.max_doc_bytes,
         src_lang=stream.get("src_lang", ""),
         tgt_lang=stream.get("tgt_lang", ""),
     )

@@ -88,7 +88,7 @@ class _Reader:
         if self.broken:
             return b""
         try:
-            return self.handle.read(n)
+            return self.handle.read1(n)
         except DECOMPRESSION_ERRORS:
             self.broken = True
             return b""
@@ -141,30 +141,37 @@ def iter_blocks(
         search_from = max(block_bytes - len(boundary), 0)
         eof = False
         while True:
-            cut = buf.find(boundary, search_from) if len(buf) >= block_bytes else -1
-            if cut >= 0:
-                end = cut + len(boundary)
-            elif eof:
-                end = len(buf)
-            elif len(buf) > block_bytes + max_record_bytes:
-                # The record crossing block_bytes is too long: emit what precedes it, drop it.
-                head = buf.rfind(boundary, 0, block_bytes)
-                head = head + len(boundary) if head >= 0 else 0
-                if head:
-                    yield _block(bytes(buf[:head]), offset, line, skips)
-                    offset, line = offset + head, line + buf.count(b"\n", 0, head)
-                    del buf[:head]
+            if len(buf) < block_bytes and not eof:
+                chunk = reader.read()
+                buf += chunk
+                eof = not chunk
+                continue
+            full = len(buf) >= block_bytes
+            cut = buf.find(boundary, search_from) if full else -1
+            # The record crossing the block_bytes mark starts after the last boundary before the mark.
+            # (Records wholly before the mark are shorter than a block; the workers check those.)
+            start = buf.rfind(boundary, 0, max(search_from - 1 + len(boundary), 0)) if full else -1
+            start = start + len(boundary) if start >= 0 else 0
+            if full and (cut if cut >= 0 else len(buf)) - start > max_record_bytes:
+                # Too long: emit the records before it, then drop it without buffering it whole.
+                if start:
+                    yield _block(bytes(buf[:start]), offset, line, skips)
+                    offset, line = offset + start, line + buf.count(b"\n", 0, start)
+                    del buf[:start]
                 skips.append((too_long_reason, str(path), line))
                 dropped, newlines, buf = _drop_record(reader, buf, boundary)
                 offset, line = offset + dropped, line + newlines
+                eof = eof and not buf
+                continue
+            if cut >= 0:
+                end = cut + len(boundary)
+            elif not eof:
+                chunk = reader.read()
+                buf += chunk
+                eof = not chunk
                 continue
             else:
-                chunk = reader.read()
-                if chunk:
-                    buf += chunk
-                else:
-                    eof = True
-                continue
+                end = len(buf)
             if end == 0:
                 break
             data = bytes(buf[:end])

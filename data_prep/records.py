@@ -66,7 +66,7 @@ def _text_lines(data: bytes, max_line_bytes: int) -> Iterator[tuple[str | None, 
             yield (s[:-1] if s.endswith("\r") else s), None
 
 
-def parse_mono(data: bytes, first_line: int, max_line_bytes: int) -> MonoRecords:
+def parse_mono(data: bytes, first_line: int, max_line_bytes: int, max_doc_bytes: int) -> MonoRecords:
     out = MonoRecords()
     cur: list[str] = []
     cur_start, cur_bad = 0, None
@@ -75,7 +75,7 @@ def parse_mono(data: bytes, first_line: int, max_line_bytes: int) -> MonoRecords
     for lineno, (line, reason) in enumerate(_text_lines(data, max_line_bytes), start=first_line):
         if line is not None and not line.strip():
             if cur or cur_bad:
-                _end_document(out, cur, cur_start, cur_bad)
+                _end_document(out, cur, cur_start, cur_bad, max_doc_bytes)
                 cur, cur_bad = [], None
             elif previous_blank or lineno == first_line:
                 out.skips.append(("empty_document", lineno))
@@ -91,11 +91,15 @@ def parse_mono(data: bytes, first_line: int, max_line_bytes: int) -> MonoRecords
         else:
             cur.append(line)
     if cur or cur_bad:
-        _end_document(out, cur, cur_start, cur_bad)
+        _end_document(out, cur, cur_start, cur_bad, max_doc_bytes)
     return out
 
 
-def _end_document(out: MonoRecords, lines: list[str], start: int, bad: Skip | None) -> None:
+def _end_document(out: MonoRecords, lines: list[str], start: int, bad: Skip | None, max_doc_bytes: int) -> None:
+    if bad is None:
+        chars = sum(map(len, lines)) + len(lines)
+        if chars > max_doc_bytes // 4 and sum(len(x.encode("utf-8")) + 1 for x in lines) > max_doc_bytes:
+            bad = ("document_too_long", start)
     if bad is not None:
         out.skips.append(bad)
         return

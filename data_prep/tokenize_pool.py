@@ -32,6 +32,7 @@ class TaskSpec:
     spm_path: str
     fmt: str  # mono | tsv | jsonl | aligned
     max_line_bytes: int
+    max_doc_bytes: int = 64 << 20
     src_lang: str = ""
     tgt_lang: str = ""
 
@@ -78,7 +79,7 @@ def encode_flat(vocab: Vocabulary, texts: list[str]) -> tuple[np.ndarray, np.nda
 def tokenize_block(spec: TaskSpec, block: Block) -> BlockResult:
     vocab = _vocab(spec.spm_path)
     if spec.fmt == "mono":
-        recs = parse_mono(block.data, block.line, spec.max_line_bytes)
+        recs = parse_mono(block.data, block.line, spec.max_line_bytes, spec.max_doc_bytes)
         values, line_lens = encode_flat(vocab, recs.lines)
         doc_lines = np.asarray(recs.doc_lines, dtype=np.int64)
         if len(doc_lines):

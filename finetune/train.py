@@ -34,6 +34,7 @@ from deltalm.engine.trainer import NonfiniteAbort, Trainer  # noqa: E402
 from deltalm.vocabulary import Vocabulary  # noqa: E402
 from finetune.averaging import AveragingError, average_state_dicts  # noqa: E402
 from finetune.config import FinetuneConfig, load_finetune_config  # noqa: E402
+from finetune.criterion import make_criterion  # noqa: E402
 from finetune.data import FinetuneBatches, load_split, print_report, task_vocabulary  # noqa: E402
 from finetune.decoding import gather_texts, generate, validation_loss  # noqa: E402
 from finetune.metrics import score_all  # noqa: E402

@@ -150,12 +150,20 @@ def test_generation_tasks(tmp_path, spm_model, task_name):
         "max_len_b": 6,
         "max_len_a": 0.0,
     }
+    if task_name == "question_generation":  # zero-shot mixing: half of the micro-batches are span corruption
+        mono = tmp_path / "en.txt"
+        mono.write_text("\n\n".join(p["en"] * 4 for p in pairs), encoding="utf-8")
+        task.update(
+            zero_shot_ratio=0.5, zero_shot_mono=[{"path": str(mono), "lang": "en"}], zero_shot_input_length=32
+        )
     config = _config(tmp_path, spm_model, task)
     train_run(load_finetune_config(config, []))  # in-process (the engine keeps its process group)
     run = tmp_path / "run"
     _check_run(run, "rougeL" if task_name == "summarization" else "bleu")
     report = json.loads((run / "data_report.json").read_text())
     assert report["train"]["counts"]["missing_field"] == 1
+    if task_name == "question_generation":
+        assert report["zero_shot_mono"]["read"] == 40
     out = tmp_path / "eval"
     assert (
         evaluate_main(

@@ -69,14 +69,7 @@ class FinetuneTrainer(Trainer):
     def __init__(
         self, config: FinetuneConfig, model, batches, rank, *, vocab: Vocabulary, valid: dict
     ) -> None:
-        label_smoothing = config.task.label_smoothing
-        super().__init__(
-            config,
-            model,
-            batches,
-            rank,
-            loss_fn=lambda m, batch: m.loss(batch, label_smoothing=label_smoothing),
-        )
+        super().__init__(config, model, batches, rank, loss_fn=make_criterion(config.task.label_smoothing))
         self.task = config.task
         self.vocab = vocab
         self.valid: dict[str, list[Example]] = valid

@@ -105,14 +105,25 @@ def segment_lengths(cuts: np.ndarray, num_items: int) -> np.ndarray:
     return lengths
 
 
+def span_lengths_batch(
+    batch: int, length: int, rng: np.random.Generator, noise_density: float, mean_span: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(nonnoise_lengths, noise_lengths)``, each [batch, spans]: the spans of T5's noise mask, which
+    alternate non-noise 0, noise 0, non-noise 1, noise 1, … (the noise segmentation is drawn first)."""
+    num_noise, num_spans = noise_counts(length, noise_density, mean_span)
+    noise_lengths = segment_lengths(random_cuts(rng, batch, num_noise, num_spans), num_noise)
+    nonnoise_lengths = segment_lengths(
+        random_cuts(rng, batch, length - num_noise, num_spans), length - num_noise
+    )
+    return nonnoise_lengths, noise_lengths
+
+
 def noise_mask_batch(
     batch: int, length: int, rng: np.random.Generator, noise_density: float, mean_span: float
-):
+) -> np.ndarray:
     """Boolean noise mask [batch, length] (T5 ``random_spans_noise_mask``, vectorized over rows)."""
-    num_noise, num_spans = noise_counts(length, noise_density, mean_span)
-    num_nonnoise = length - num_noise
-    noise_lengths = segment_lengths(random_cuts(rng, batch, num_noise, num_spans), num_noise)
-    nonnoise_lengths = segment_lengths(random_cuts(rng, batch, num_nonnoise, num_spans), num_nonnoise)
+    nonnoise_lengths, noise_lengths = span_lengths_batch(batch, length, rng, noise_density, mean_span)
+    num_spans = noise_lengths.shape[1]
     interleaved = np.stack([nonnoise_lengths, noise_lengths], axis=2).reshape(batch, 2 * num_spans)
     starts = np.cumsum(interleaved, axis=1)[:, :-1]
     indicator = np.zeros((batch, length), dtype=np.int8)
@@ -136,7 +147,7 @@ def span_corruption_batch(
     ``drop_sentinels`` the targets are the noise tokens alone (+ EOS). ``num_sentinels`` (optional) refuses
     a length that needs more spans than the vocabulary has sentinels.
     """
-    tokens = np.asarray(tokens)
+    tokens = np.ascontiguousarray(tokens)
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be [batch, length], got shape {tokens.shape}")
     if first_sentinel <= 0:
@@ -148,30 +159,45 @@ def span_corruption_batch(
             f"{length} tokens at noise {noise_density}/span {mean_span} need {num_spans} sentinels, "
             f"the vocabulary has {num_sentinels}"
         )
-    noise = noise_mask_batch(batch, length, rng, noise_density, mean_span)
-    prev_noise = np.zeros_like(noise)
-    prev_noise[:, 1:] = noise[:, :-1]
-    first_noise = noise & ~prev_noise
-    sentinel_ids = np.arange(first_sentinel, first_sentinel + num_spans, dtype=tokens.dtype)
+    nonnoise_len, noise_len = span_lengths_batch(batch, length, rng, noise_density, mean_span)
+    nonnoise_end = np.cumsum(nonnoise_len, axis=1)  # inclusive sums over the non-noise spans
+    noise_before = np.cumsum(noise_len, axis=1) - noise_len  # exclusive sums over the noise spans
+    rows = np.arange(batch)[:, None]
+    row_base = np.arange(0, batch * length, length, dtype=np.int32)  # flat index of each row's first token
+    flat = tokens.reshape(-1)
+    span_ids = np.arange(num_spans)
+    sentinel_ids = np.broadcast_to(
+        np.arange(first_sentinel, first_sentinel + num_spans, dtype=tokens.dtype), (batch, num_spans)
+    )
 
+    # Source positions (flat, so one gather per output) are a running sum of steps: +1 inside a span, a jump over the skipped span.
+    # Inputs: non-noise span j, then sentinel j (at nonnoise_end[j] + j), for every j; then EOS.
     inputs = np.empty((batch, length - num_noise + num_spans + 1), dtype=tokens.dtype)
-    keep_in = ~noise | first_noise
-    body = tokens[keep_in].reshape(batch, -1)
-    # Sentinel k replaces the k-th noise span; its position among the kept tokens is where first_noise is.
-    body[first_noise[keep_in].reshape(batch, -1)] = np.tile(sentinel_ids, batch)
+    step = np.ones((batch, inputs.shape[1] - 1), dtype=np.int32)
+    step[:, 0] = row_base
+    sentinel_pos = nonnoise_end + span_ids
+    step[rows, sentinel_pos[:, :-1] + 1] = noise_len[:, :-1]
+    body = flat[np.cumsum(step, axis=1, dtype=np.int32)]
+    np.put_along_axis(body, sentinel_pos, sentinel_ids, axis=1)
     inputs[:, :-1] = body
     inputs[:, -1] = eos
 
     if drop_sentinels:
+        # Targets: the noise tokens in order; noise span j starts at position noise_before[j].
         targets = np.empty((batch, num_noise + 1), dtype=tokens.dtype)
-        targets[:, :-1] = tokens[noise].reshape(batch, num_noise)
+        step = np.ones((batch, num_noise), dtype=np.int32)
+        step[rows, noise_before] = nonnoise_len + 1
+        step[:, 0] = nonnoise_len[:, 0] + row_base
+        targets[:, :-1] = flat[np.cumsum(step, axis=1, dtype=np.int32)]
     else:
-        # Sentinel k precedes noise span k; the first non-noise span (always at position 0) is the k=0 mark.
-        first_kept = ~noise & np.concatenate([np.ones((batch, 1), dtype=bool), noise[:, :-1]], axis=1)
-        keep_tgt = noise | first_kept
+        # Targets: sentinel j (at noise_before[j] + j), then noise span j, for every j; then EOS.
         targets = np.empty((batch, num_noise + num_spans + 1), dtype=tokens.dtype)
-        body = tokens[keep_tgt].reshape(batch, -1)
-        body[first_kept[keep_tgt].reshape(batch, -1)] = np.tile(sentinel_ids, batch)
+        step = np.ones((batch, targets.shape[1] - 1), dtype=np.int32)
+        sentinel_pos = noise_before + span_ids
+        step[rows, sentinel_pos] = nonnoise_len
+        step[:, 0] = nonnoise_len[:, 0] - 1 + row_base
+        body = flat[np.cumsum(step, axis=1, dtype=np.int32)]
+        np.put_along_axis(body, sentinel_pos, sentinel_ids, axis=1)
         targets[:, :-1] = body
     targets[:, -1] = eos
     return inputs, targets

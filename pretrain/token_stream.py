@@ -210,18 +210,17 @@ class TokenStream:
             return
         n_tok, dst, src = n_tok[keep], dst[keep], p_start_abs[keep] + a[keep]
         shard = self.row_shard[rows[keep]]
-        col = cols[keep]
-        for s in np.unique(shard):
-            for c in range(self.num_cols):
-                sel = (shard == s) & (col == c)
-                if not sel.any():
-                    continue
-                counts = n_tok[sel]
-                base = np.cumsum(counts) - counts
-                offs = np.arange(int(counts.sum())) - np.repeat(base, counts)
-                flat[np.repeat(dst[sel], counts) + offs] = self.values[s][c][
-                    np.repeat(src[sel], counts) + offs
-                ]
+        values = self.values
+        # A few segments per window: plain slice copies beat grouped fancy indexing here.
+        if self.num_cols == 1:
+            for d, s, a, n in zip(dst.tolist(), shard.tolist(), src.tolist(), n_tok.tolist(), strict=True):
+                flat[d : d + n] = values[s][0][a : a + n]
+        else:
+            cols = cols[keep].tolist()
+            for d, s, c, a, n in zip(
+                dst.tolist(), shard.tolist(), cols, src.tolist(), n_tok.tolist(), strict=True
+            ):
+                flat[d : d + n] = values[s][c][a : a + n]
 
     def close(self) -> None:
         for reader in self.readers:

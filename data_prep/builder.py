@@ -194,7 +194,8 @@ def _build_input(
             result = result.drop_rows(dropped)
             skip_rows = 0
         progress.update(block.nbytes, result.rows)
-        for info in writer.add(result):
+
+        def commit(info: ShardInfo, block=block, dropped=dropped, at_block=at_block) -> None:
             resume = {
                 "offset": list(block.offset),
                 "line": block.line,
@@ -202,6 +203,8 @@ def _build_input(
                 "bad_input": at_block,
             }
             _commit_shard(dataset, entry, info, resume, summary)
+
+        writer.add(result, commit)
     for reason, path, line in reader_skips:
         bad.add(reason, path, line)
     entry["bad_input"] = bad.state_dict()

@@ -14,7 +14,7 @@ from pathlib import Path
 from deltalm.shard_format import mono_schema, parallel_schema, stream_name
 
 from .errors import DataPrepError, describe_os_error
-from .readers import base_suffix
+from .readers import base_suffix, check_input
 
 DEFAULT_SHARD_SIZE = 256 << 20
 MAX_SHARD_SIZE = 1 << 30  # int32 list offsets: keep a shard well below 2**31 tokens
@@ -69,7 +69,10 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress log lines")
     p.add_argument(
-        "--block-size", type=_size, default=1 << 20, help="bytes per tokenizer task (speed only; output unchanged)"
+        "--block-size",
+        type=_size,
+        default=1 << 20,
+        help="bytes per tokenizer task (speed only; output unchanged)",
     )
 
 
@@ -215,6 +218,8 @@ def run_parallel(args: argparse.Namespace, argv: list[str]) -> int:
     if not args.inputs and not args.src_file:
         raise DataPrepError("parallel: give INPUT files (TSV/JSONL) or --src-file/--tgt-file pairs")
     inputs = []
+    for path in [*args.inputs, *args.src_file, *args.tgt_file]:
+        check_input(path)
     for path in args.inputs:
         fmt = args.format
         if fmt == "auto":

@@ -95,7 +95,9 @@ def parse_mono(data: bytes, first_line: int, max_line_bytes: int, max_doc_bytes:
     return out
 
 
-def _end_document(out: MonoRecords, lines: list[str], start: int, bad: Skip | None, max_doc_bytes: int) -> None:
+def _end_document(
+    out: MonoRecords, lines: list[str], start: int, bad: Skip | None, max_doc_bytes: int
+) -> None:
     if bad is None:
         chars = sum(map(len, lines)) + len(lines)
         if chars > max_doc_bytes // 4 and sum(len(x.encode("utf-8")) + 1 for x in lines) > max_doc_bytes:

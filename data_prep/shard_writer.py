@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,14 +65,16 @@ class ShardWriter:
     def has_pending(self) -> bool:
         return bool(self._pending)
 
-    def add(self, result: BlockResult) -> list[ShardInfo]:
-        """Add a block's rows; return the shards this completed (each already durable on disk)."""
+    def add(self, result: BlockResult, on_shard: Callable[[ShardInfo], None]) -> int:
+        """Add a block's rows; ``on_shard`` is called with each shard as soon as it is durable on disk.
+
+        Returns the number of shards completed."""
         cols = result.columns
         n = result.rows
         if n == 0:
-            return []
+            return 0
         row_bytes = 4 * len(self.names) + 4 * sum(cols[name][1] for name in self.names)
-        shards: list[ShardInfo] = []
+        shards = 0
         start = 0
         while start < n:
             cum = self._pending_bytes + np.cumsum(row_bytes[start:])
@@ -82,7 +85,8 @@ class ShardWriter:
                 break
             end = start + hit + 1
             self._pending.append(_slice(cols, self.names, start, end))
-            shards.append(self._write(rows_into_block=end))
+            on_shard(self._write(rows_into_block=end))
+            shards += 1
             start = end
         return shards
 

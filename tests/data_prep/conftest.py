@@ -33,7 +33,9 @@ def run_cli(*argv: str | Path) -> tuple[int, str, str]:
     return rc, out.getvalue(), err.getvalue()
 
 
-def run_subprocess(*argv: str | Path, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_subprocess(
+    *argv: str | Path, env: dict | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "data_prep", *[str(a) for a in argv]],

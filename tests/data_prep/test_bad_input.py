@@ -27,7 +27,8 @@ def test_each_bad_mono_input_is_counted_with_its_line(spm_model, tmp_path):
         + b"\n"  # 6
         + b"has a \x00 NUL byte\n"  # 7
         + b"\n\n"  # 8-9: line 9 is an empty document
-        + b"x" * (10 << 20) + b"\n"  # 10: a 10 MB line
+        + b"x" * (10 << 20)
+        + b"\n"  # 10: a 10 MB line
         + b"\n"  # 11
         + b"Last document.\n"  # 12
     )
@@ -95,7 +96,8 @@ def test_bad_tsv_lines(spm_model, tmp_path):
         b"\n"  # 5
         b"bad \xc3\x28\tutf8\n"  # 6
         b"good\tgut\r\n"  # 7
-        + b"y" * (2 << 20) + b"\tlong\n"  # 8
+        + b"y" * (2 << 20)
+        + b"\tlong\n"  # 8
         + b"end\tEnde"  # 9 (no final newline)
     )
     rc, err, stream = parallel(tmp_path, spm_model, path)

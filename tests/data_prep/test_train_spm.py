@@ -30,6 +30,8 @@ def test_same_command_same_model(spm_model, tmp_path):
 
 
 def test_missing_input_is_one_line(tmp_path):
-    rc, _, err = run_cli("train-spm", "--vocab-size", "100", "--output", tmp_path / "m", tmp_path / "nope.txt")
+    rc, _, err = run_cli(
+        "train-spm", "--vocab-size", "100", "--output", tmp_path / "m", tmp_path / "nope.txt"
+    )
     assert rc == 2
     assert err.strip().count("\n") == 0 and "input not found" in err

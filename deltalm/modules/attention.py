@@ -2,7 +2,9 @@
 
 Parameter names follow fairseq (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``) so checkpoint adapters map
 them one to one. With ``fused_qkv`` the three input projections of self-attention run as one matmul over the
-concatenated weights (one GEMM instead of three; same parameters, same results up to float rounding).
+concatenated weights (one GEMM instead of three; same parameters, same results up to float rounding). The
+concatenation copies the weights, which costs as much as the GEMM itself for a handful of tokens, so small
+inputs (incremental decoding steps) use the three separate projections.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from torch import nn
 def _keep_some_key(key_mask: torch.Tensor) -> torch.Tensor:
     """A row with no real key would give NaN from softmax: let such (all-pad) rows attend everywhere."""
     return key_mask | ~key_mask.any(dim=-1, keepdim=True)
+
+
+FUSE_MIN_TOKENS = 128  # below this many query tokens, the weight concatenation outweighs the saved launches
 
 
 class MultiheadAttention(nn.Module):
@@ -51,7 +56,7 @@ class MultiheadAttention(nn.Module):
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Query, key and value of ``x`` [B, T, d] as [B, H, T, hd] each."""
-        if self.fused_qkv:
+        if self.fused_qkv and x.shape[0] * x.shape[1] >= FUSE_MIN_TOKENS:
             w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
             b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
             q, k, v = F.linear(x, w, b).split(self.d_model, dim=-1)
@@ -61,7 +66,7 @@ class MultiheadAttention(nn.Module):
 
     def project_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Key and value of ``memory`` [B, S, d] (cross-attention), as [B, H, S, hd]; computed once per source."""
-        if self.fused_qkv:
+        if self.fused_qkv and memory.shape[0] * memory.shape[1] >= FUSE_MIN_TOKENS:
             w = torch.cat([self.k_proj.weight, self.v_proj.weight])
             b = torch.cat([self.k_proj.bias, self.v_proj.bias])
             k, v = F.linear(memory, w, b).split(self.d_model, dim=-1)

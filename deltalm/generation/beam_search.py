@@ -157,12 +157,12 @@ def beam_search(
     if cap is not None:
         max_lens = [min(m, cap) for m in max_lens]
 
+    param = next(model.parameters(), None)
+    device = src.device if param is None else param.device
+    src, src_mask = src.to(device), src_mask.to(device)
     with _eval_mode(model):
         encoder_out = model.encode(src)
         state = model.start_decoding(encoder_out, src_mask)
-        device = encoder_out.device
-        expand = torch.arange(batch, device=device).repeat_interleave(beam_size)
-        state = state.reorder(expand)
         return _search(
             model,
             state,
@@ -212,10 +212,14 @@ def _search(
 
     for step in range(max(max_lens) + 1):
         n_active = len(sentences)
-        logits, state = model.decode_step(tokens[:, -1:], state)
+        # step 0: the beams of a sentence are one prefix, so the model runs once per sentence (the state is
+        # expanded to the beams by the first reorder)
+        logits, state = model.decode_step(tokens[::beam, -1:] if step == 0 else tokens[:, -1:], state)
         if logits.dim() == 3:
             logits = logits[:, -1]
         lprobs = F.log_softmax(logits.float(), dim=-1)
+        if step == 0 and beam > 1:
+            lprobs = lprobs.repeat_interleave(beam, dim=0)
         vocab = lprobs.size(1)
         ban_tokens(lprobs, [pad], vocab_size)
         apply_min_length(lprobs, step, min_len, eos)
@@ -281,7 +285,7 @@ def _search(
         tokens = torch.cat([tokens[rows_keep], new_tok[keep_t].view(-1, 1)], dim=1)
         positional = torch.cat([positional[rows_keep], new_pos[keep_t].view(-1, 1)], dim=1)
         scores = new_scores[keep_t].view(-1)
-        state = state.reorder(rows_keep)
+        state = state.reorder(torch.div(rows_keep, beam, rounding_mode="floor") if step == 0 else rows_keep)
         sentences = [sentences[n] for n in keep]
         active_max = active_max[keep_t]
 

@@ -12,8 +12,8 @@ import pytest
 
 from finetune.config import load_finetune_config
 from finetune.train import run as train_run
-from tests.finetune.test_end_to_end import REPO, _config, _write_jsonl
 from tests.finetune.conftest import read_pairs
+from tests.finetune.test_end_to_end import REPO, _config, _write_jsonl
 
 
 def _launch(world: int, args: list[str]) -> list[tuple[int, str]]:

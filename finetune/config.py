@@ -139,9 +139,8 @@ class TaskConfig:
         """Target languages needing a tag (in first-seen order)."""
         langs: list[str] = []
         for f in [*self.train, *self.valid, *self.test]:
-            for lang in (f.tgt_lang,):
-                if lang and lang not in langs:
-                    langs.append(lang)
+            if f.tgt_lang and f.tgt_lang not in langs:
+                langs.append(f.tgt_lang)
         return langs
 
 
@@ -166,6 +165,11 @@ class FinetuneConfig(TrainingConfig):
             raise ConfigError("task.spm_model is required (the pre-trained vocabulary's SentencePiece model)")
         if not self.task.train:
             raise ConfigError("task.train: at least one training data file is required")
+        if self.deepspeed.zero_stage == 3:
+            raise ConfigError(
+                "deepspeed.zero_stage 3 is not supported for fine-tuning (validation and weight export need "
+                "whole parameters on every rank); use ZeRO 0-2"
+            )
 
 
 def load_finetune_config(path: str | None, overrides: list[str], task: str | None = None) -> FinetuneConfig:

@@ -30,6 +30,7 @@ from deltalm.adapters.checkpoint_io import CheckpointError as AdapterCheckpointE
 from deltalm.config_tree import ConfigError  # noqa: E402
 from deltalm.engine.checkpoint import CheckpointError  # noqa: E402
 from deltalm.engine.distributed import LaunchError, discover, init_process_group, shutdown  # noqa: E402
+from deltalm.engine.ds_config import build_ds_config, zero_stage_of  # noqa: E402
 from deltalm.engine.trainer import NonfiniteAbort, Trainer  # noqa: E402
 from deltalm.vocabulary import Vocabulary  # noqa: E402
 from finetune.averaging import AveragingError, average_state_dicts  # noqa: E402
@@ -90,7 +91,7 @@ class FinetuneTrainer(Trainer):
     def save_checkpoint(self) -> None:
         saved_before = self._last_saved_step
         super().save_checkpoint()
-        if self._last_saved_step != saved_before and self.rank.is_main and self.zero_stage < 3:
+        if self._last_saved_step != saved_before and self.rank.is_main:
             self._write_weights()
 
     # ------------------------------------------------------------------ validation
@@ -237,6 +238,8 @@ def run(config: FinetuneConfig) -> dict:
     model = initial_model(config.init, config.model, vocab)
     config.model = model.config  # the resolved architecture (tagged vocabulary) goes into config.yaml
     init_process_group(rank, timeout_s=config.deepspeed.timeout_s, cpu_shm_comm=config.deepspeed.cpu_shm_comm)
+    if zero_stage_of(build_ds_config(config, rank.world_size)) == 3:
+        raise ConfigError(f"{config.deepspeed.config}: ZeRO-3 is not supported for fine-tuning; use ZeRO 0-2")
     accumulation = config.batch.accumulation(rank.world_size)
     rise = (config.task.temperature_rise_steps or config.run.max_steps) * accumulation
     batches = FinetuneBatches(
@@ -254,7 +257,7 @@ def run(config: FinetuneConfig) -> dict:
     summary = {"stopped_by": result.stopped_by, "resumed_from": result.resumed_from, **trainer.finish()}
     if rank.is_main:
         reports = {"train": train_report.to_dict(), "valid": valid_report.to_dict() if valid_report else None}
-        if batches.source is not None and batches.mono_report is not None:
+        if batches.mono_report is not None:
             reports["zero_shot_mono"] = batches.mono_report.to_dict()
         (trainer.run_dir / "data_report.json").write_text(
             json.dumps(reports, indent=1) + "\n", encoding="utf-8"

@@ -191,3 +191,5 @@ def test_bad_config_is_one_line_error(tmp_path, spm_model, capsys):
     )
     assert train_main(["--config", config]) == 2
     assert "data file not found" in capsys.readouterr().err
+    assert train_main(["--config", config, "--set", "deepspeed.zero_stage=3"]) == 2
+    assert "ZeRO" in capsys.readouterr().err

@@ -33,6 +33,10 @@ class PretrainDataConfig:
       (an epoch holds both); ``forward`` only as ``src </s> tgt``.
     - ``drop_sentinels``: targets without sentinels (the variant mixed into zero-shot fine-tuning).
     - ``prefetch``: micro-batches a background thread prepares ahead (0: no thread).
+    - ``release_pages_every``: every this many micro-batches the loader drops the mapped shard pages from
+      its RSS (they stay in the page cache and fault back in when read again). Without it the process's
+      file-backed RSS climbs towards the part of the corpus touched so far (reclaimable page cache, not
+      loader memory); 1 keeps it near zero at the cost of re-faulting. 0: never.
     - ``verify_sha256``: hash every shard at open (slow on big corpora); size, rows, tokens and schema
       metadata are always checked against the manifest.
     """
@@ -49,6 +53,7 @@ class PretrainDataConfig:
     translation_directions: Literal["both", "forward"] = "both"
     drop_sentinels: bool = False
     prefetch: int = 4
+    release_pages_every: int = 0
     verify_sha256: bool = False
 
     @classmethod
@@ -75,5 +80,7 @@ class PretrainDataConfig:
             value = getattr(self, key)
             if value < 4:
                 raise ConfigError(f"data.{key}: {value} must be >= 4")
+        if self.release_pages_every < 0:
+            raise ConfigError(f"data.release_pages_every: {self.release_pages_every} must be >= 0")
         if self.prefetch < 0:
             raise ConfigError(f"data.prefetch: {self.prefetch} must be >= 0")

@@ -249,6 +249,10 @@ class PretrainLoader:
             eos=self.vocab.eos,
             drop_sentinels=self.config.drop_sentinels,
         )
+        every = self.config.release_pages_every
+        if every and new_state.counter % every == 0:
+            for stream in self.streams.values():
+                stream.release_pages()
         return self.to_batch(inputs, targets), new_state
 
     def produce_windows(self, state: LoaderState) -> tuple[np.ndarray, TaskSpec, LoaderState]:

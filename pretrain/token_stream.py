@@ -11,6 +11,8 @@ tokens exactly once. Gathering reads the memory-mapped shards through numpy view
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,6 +22,39 @@ import numpy as np
 
 from deltalm.shard_format import ShardError, ShardReader
 from deltalm.vocabulary import file_sha256
+
+
+def _libc_madvise():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
+    return madvise
+
+
+_MADVISE = _libc_madvise()
+_MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+
+
+def release_mapped_pages(array: np.ndarray) -> bool:
+    """Drop this process's page-table entries for a read-only file-mapped array (``MADV_DONTNEED``).
+
+    The file's pages stay in the kernel page cache and fault back in on the next read; what goes is their
+    count in this process's RSS, which otherwise climbs towards the corpus size as random windows (and the
+    kernel's fault-around) touch the mapping. Returns False where madvise is unavailable.
+    """
+    if _MADVISE is None or _MADV_DONTNEED is None or array.nbytes == 0:
+        return False
+    page = mmap.PAGESIZE
+    # Only the whole pages inside the array, so a neighbouring buffer's pages are left alone.
+    start = (array.ctypes.data + page - 1) // page * page
+    end = (array.ctypes.data + array.nbytes) // page * page
+    if end <= start:
+        return False
+    return _MADVISE(start, end - start, _MADV_DONTNEED) == 0
 
 
 @dataclass
@@ -221,6 +256,12 @@ class TokenStream:
                 dst.tolist(), shard.tolist(), cols, src.tolist(), n_tok.tolist(), strict=True
             ):
                 flat[d : d + n] = values[s][c][a : a + n]
+
+    def release_pages(self) -> None:
+        """Drop the mapped shard pages from this process's RSS (see :func:`release_mapped_pages`)."""
+        for shard in self.values:
+            for values in shard:
+                release_mapped_pages(values)
 
     def close(self) -> None:
         for reader in self.readers:

@@ -371,7 +371,9 @@ def test_releasing_mapped_pages_changes_nothing(tmp_path):
     _mixed_dataset(tmp_path)
     batches = {}
     for every in (0, 1):
-        config = make_config(tmp_path, input_length=32, translation_input_length=24, release_pages_every=every)
+        config = make_config(
+            tmp_path, input_length=32, translation_input_length=24, release_pages_every=every
+        )
         loader = PretrainLoader(config, VOCAB, micro_batch_size=3, seed=2)
         batches[every] = [loader.next_batch()["encoder_input_tokens"] for _ in range(6)]
         if every:

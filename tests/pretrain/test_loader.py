@@ -382,3 +382,31 @@ def test_releasing_mapped_pages_changes_nothing(tmp_path):
             assert release_mapped_pages(loader.streams["de"].values[0][0])  # a whole page or more, on Linux
         loader.close()
     assert all(a.equal(b) for a, b in zip(batches[0], batches[1], strict=True))
+
+
+def test_same_stream_in_two_directories_is_one_stream(tmp_path):
+    raw, _ = corruption_lengths(24, 0.15, 3.0)
+    rng = np.random.default_rng(8)
+    units = lengths_summing_to(rng, 10 * raw, 2, 2 * raw)
+    docs = unique_docs([n - 1 for n in units], 10)
+    write_dataset(tmp_path / "a", VOCAB, mono={"de": docs[:3]})
+    write_dataset(tmp_path / "b", VOCAB, mono={"de": docs[3:]}, rows_per_shard=4)
+    config = PretrainDataConfig.from_dict(
+        {
+            "data_dirs": [str(tmp_path / "a"), str(tmp_path / "b")],
+            "translation_ratio": 0.0,
+            "input_length": 24,
+        }
+    )
+    loader = PretrainLoader(config, VOCAB, micro_batch_size=2, seed=0)
+    stream = loader.streams["de"]
+    assert stream.rows == len(docs) and stream.epoch_length == 10 * raw
+    epoch = stream.windows(np.arange(10)).reshape(-1)
+    assert sorted(epoch[epoch != EOS].tolist()) == sorted(np.concatenate(docs).tolist())
+    assert np.array_equal(stream.windows(np.arange(10, 20)), stream.windows(np.arange(10, 20)))
+    single = PretrainLoader(
+        make_config(tmp_path / "a", translation_ratio=0.0), VOCAB, micro_batch_size=2, seed=0
+    )
+    assert single.fingerprint != loader.fingerprint
+    loader.close()
+    single.close()

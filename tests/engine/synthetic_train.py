@@ -2,6 +2,10 @@
 
     python tests/engine/synthetic_train.py --config C.yaml [--set key=value ...]
 
+Fault injection for the tests (environment): DELTALM_TEST_KILL_AT_BATCH=N SIGKILLs this process when it
+fetches its N-th micro-batch; DELTALM_TEST_KILL_IN_SAVE=S SIGKILLs it while checkpoint S is being committed
+(DeepSpeed's files written, manifest not yet).
+
 Exit codes: 0 done (or stopped by a signal after its checkpoint), 2 bad config, 3 checkpoint error,
 4 non-finite abort. Errors are one line on stderr.
 """
@@ -9,6 +13,8 @@ Exit codes: 0 done (or stopped by a signal after its checkpoint), 2 bad config, 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +32,32 @@ from deltalm.engine.trainer import NonfiniteAbort, Trainer  # noqa: E402
 @dataclass
 class SyntheticTrainConfig(TrainingConfig):
     data: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
+
+
+class KillingBatches(SyntheticBatches):
+    def __init__(self, *args, kill_at: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.kill_at = kill_at
+        self.fetched = 0
+
+    def next_batch(self):
+        self.fetched += 1
+        if self.fetched == self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().next_batch()
+
+
+def install_kill_in_save(step: int) -> None:
+    import deltalm.engine.checkpoint as checkpoint
+
+    original = checkpoint.write_json_atomic
+
+    def write(path, obj):
+        if Path(path).name == checkpoint.MANIFEST and obj.get("step") == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(path, obj)
+
+    checkpoint.write_json_atomic = write
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,13 +79,17 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(config.run.seed)
     model = DeltaLM(config.model)
-    batches = SyntheticBatches(
+    kill_at = int(os.environ.get("DELTALM_TEST_KILL_AT_BATCH", "0"))
+    if os.environ.get("DELTALM_TEST_KILL_IN_SAVE"):
+        install_kill_in_save(int(os.environ["DELTALM_TEST_KILL_IN_SAVE"]))
+    batches = KillingBatches(
         config.data,
         config.model.vocab_size,
         micro_batch_size=config.batch.micro_batch_size,
         seed=config.run.seed,
         dp_rank=rank.rank,
         dp_world_size=rank.world_size,
+        kill_at=kill_at,
     )
     try:
         result = Trainer(config, model, batches, rank).fit()

@@ -1,0 +1,63 @@
+"""The ``init`` section → a model: random, an HF XLM-R/InfoXLM directory, our pretrained directory, or an official
+``deltalm-*.pt``. The adapters (deltalm/adapters/) do the format work; this module only dispatches and checks
+that the loaded architecture is the configured one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deltalm.config_tree import ConfigError
+from deltalm.engine.config import InitConfig
+from deltalm.model_config import DeltaLMConfig
+
+ARCHITECTURE_FIELDS = ("d_model", "heads", "ffn", "encoder_layers", "decoder_blocks", "vocab_size")
+
+
+def check_init(init: InitConfig) -> None:
+    """Refuse a missing init path before any process group starts."""
+    if init.kind == "none":
+        return
+    path = Path(init.path)
+    if init.kind in ("xlmr", "pretrained") and not path.is_dir():
+        raise ConfigError(f"init.path: {init.kind} directory not found: {path}")
+    if init.kind == "official" and not path.is_file():
+        raise ConfigError(f"init.path: official checkpoint not found: {path}")
+
+
+def build_model(config: DeltaLMConfig, init: InitConfig, *, seed: int):
+    """The model to train; a loaded model whose shapes differ from ``config`` is a ConfigError."""
+    import torch
+
+    from deltalm.model import DeltaLM
+
+    torch.manual_seed(seed)
+    if init.kind == "none":
+        return DeltaLM(config)
+    dropouts = {k: getattr(config, k) for k in ("dropout", "attention_dropout", "activation_dropout")}
+    if init.kind == "xlmr":
+        from deltalm.adapters.xlmr import from_xlmr
+
+        model = from_xlmr(
+            init.path,
+            decoder_blocks=config.decoder_blocks,
+            vocab_size=config.vocab_size,
+            seed=seed,
+            **dropouts,
+        ).model
+    elif init.kind == "pretrained":
+        from deltalm.adapters.pretrained import from_pretrained
+
+        model = from_pretrained(init.path, **dropouts)
+    else:
+        from deltalm.adapters.official import load_official
+
+        model = load_official(init.path, heads=config.heads, **dropouts)
+    loaded = model.config
+    for name in ARCHITECTURE_FIELDS:
+        if getattr(loaded, name) != getattr(config, name):
+            raise ConfigError(
+                f"init.path {init.path}: model.{name} is {getattr(loaded, name)} there, "
+                f"{getattr(config, name)} in the config"
+            )
+    return model

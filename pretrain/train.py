@@ -1,0 +1,103 @@
+"""DeltaLM pre-training entry point.
+
+    deepspeed [--num_gpus N] pretrain/train.py --config CONFIG.yaml [--preset paper|tiny] [--set key=value ...]
+    python pretrain/train.py ...            (one process)
+    mpirun -np N python pretrain/train.py ... / srun python pretrain/train.py ...
+
+Everything that can be wrong with the command line, the config or the data directories is reported as one
+line on stderr with exit code 2 before any process group starts. Exit codes: 0 done (or preempted after its
+checkpoint), 2 bad config/CLI/data, 3 untrustworthy checkpoint, 4 too many non-finite steps.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# MKL's results depend on memory alignment unless pinned: bit-exact resume on CPU needs this before torch loads.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from deltalm.config_tree import ConfigError  # noqa: E402
+from deltalm.engine.cli import EXIT_BAD_CONFIG, engine_argument_parser, fail, run_guarded  # noqa: E402
+from deltalm.engine.distributed import LaunchError, RankInfo, discover, init_process_group, shutdown  # noqa: E402
+from deltalm.engine.model_init import build_model, check_init  # noqa: E402
+from deltalm.shard_format import ShardError, load_manifest  # noqa: E402
+from deltalm.vocabulary import Vocabulary  # noqa: E402
+from pretrain.config import PRESETS, PretrainConfig  # noqa: E402
+
+
+def read_config(argv: list[str] | None) -> PretrainConfig:
+    args = engine_argument_parser("pretrain/train.py", presets=sorted(PRESETS)).parse_args(argv)
+    from deltalm.engine.config import build_config
+
+    return build_config(PretrainConfig, PRESETS, args.config, args.overrides, preset=args.preset)
+
+
+def dataset_vocabulary(config: PretrainConfig) -> Vocabulary:
+    """The vocabulary the shards were tokenized with (from their manifest); the model must match it."""
+    if not config.data.data_dirs:
+        raise ConfigError("data.data_dirs: at least one data_prep dataset directory is required")
+    tokenizer = load_manifest(config.data.data_dirs[0]).get("tokenizer") or {}
+    try:
+        vocab = Vocabulary(
+            spm_size=int(tokenizer["spm_size"]),
+            num_sentinels=int(tokenizer["num_sentinels"]),
+            spm_sha256=tokenizer.get("spm_sha256"),
+        )
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{config.data.data_dirs[0]}/manifest.json: no usable tokenizer record") from None
+    if config.model.vocab_size != vocab.pretrain_size:
+        raise ConfigError(
+            f"model.vocab_size ({config.model.vocab_size}) does not match the dataset's vocabulary "
+            f"({vocab.pretrain_size}); set model.vocab_size={vocab.pretrain_size}"
+        )
+    return vocab
+
+
+def check_before_start(config: PretrainConfig, rank: RankInfo) -> Vocabulary:
+    config.batch.accumulation(rank.world_size)
+    check_init(config.init)
+    return dataset_vocabulary(config)
+
+
+def train(config: PretrainConfig, rank: RankInfo, vocab: Vocabulary) -> int:
+    from deltalm.engine.trainer import Trainer
+    from pretrain.loader import PretrainLoader
+
+    init_process_group(rank, timeout_s=config.deepspeed.timeout_s, cpu_shm_comm=config.deepspeed.cpu_shm_comm)
+    try:
+        model = build_model(config.model, config.init, seed=config.run.seed)
+        loader = PretrainLoader(
+            config.data,
+            vocab,
+            micro_batch_size=config.batch.micro_batch_size,
+            seed=config.run.seed,
+            dp_rank=rank.rank,
+            dp_world_size=rank.world_size,
+        )
+        try:
+            result = Trainer(config, model, loader, rank).fit()
+        finally:
+            loader.close()
+    finally:
+        shutdown()
+    if rank.is_main:
+        print(f"done: step {result.step} ({result.stopped_by}), {result.skipped_steps} skipped steps")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = read_config(argv)
+        rank = discover()
+        vocab = check_before_start(config, rank)
+    except (ConfigError, LaunchError, ShardError, FileNotFoundError) as exc:
+        return fail(exc, EXIT_BAD_CONFIG)
+    return run_guarded(lambda: train(config, rank, vocab))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

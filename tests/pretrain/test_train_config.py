@@ -1,0 +1,61 @@
+"""pretrain/train.py before any process starts: presets, bad CLI/config/data → one line, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deltalm.engine.config import build_config
+from pretrain.config import PRESETS, PretrainConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_paper_preset_is_the_paper_run():
+    paper = build_config(PretrainConfig, PRESETS, None, [], preset="paper")
+    assert paper.optimizer.betas == (0.9, 0.999) and paper.optimizer.grad_clip == 1.0
+    assert (paper.schedule.kind, paper.schedule.warmup_steps, paper.schedule.total_steps) == (
+        "linear",
+        10_000,
+        600_000,
+    )
+    assert paper.batch.global_batch_size == 2048 and paper.data.input_length == 512
+    assert paper.model.d_model == 768 and paper.model.encoder_layers == 12 and paper.model.decoder_blocks == 6
+    assert paper.init.kind == "xlmr"
+
+
+def test_tiny_preset_and_overrides(tmp_path):
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text("preset: tiny\nrun: {max_steps: 3}\n")
+    tiny = build_config(PretrainConfig, PRESETS, str(config_file), ["model.d_model=32", "model.heads=2"])
+    assert (tiny.run.max_steps, tiny.model.d_model, tiny.model.encoder_layers) == (3, 32, 2)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bogus"], "error: pretrain/train.py: unrecognized arguments: --bogus (see --help)"),
+        (["--preset", "tiny", "--set", "run.nope=1"], "error: unknown config key run.nope"),
+        (
+            ["--preset", "tiny", "--set", "batch.global_batch_size=7"],
+            "error: batch.global_batch_size (7) is not",
+        ),
+        (["--preset", "tiny", "--set", "data.data_dirs=[/nonexistent]"], "error: /nonexistent/manifest.json"),
+        (["--preset", "tiny"], "error: data.data_dirs: at least one"),
+        (["--config", "/nonexistent.yaml"], "error: config file not found: /nonexistent.yaml"),
+        (
+            ["--preset", "tiny", "--set", "init.kind=xlmr", "--set", "init.path=/nope"],
+            "error: init.path: xlmr",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(argv, message):
+    proc = subprocess.run(
+        [sys.executable, "pretrain/train.py", *argv], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr

@@ -99,6 +99,9 @@ class TaskConfig:
             raise ConfigError(f"task.name: {self.name!r} is not one of {list(TASK_NAMES)}")
         if self.best_metric not in BEST_METRICS:
             raise ConfigError(f"task.best_metric: {self.best_metric!r} is not one of {list(BEST_METRICS)}")
+        metric = self.resolved_best_metric
+        if metric not in ("loss", "bleu") and self.name == "translation":
+            raise ConfigError(f"task.best_metric: translation is scored with BLEU only, not {metric}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"task.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.zero_shot_ratio < 1.0:

@@ -80,6 +80,14 @@ class FinetuneTrainer(Trainer):
             self.best = json.loads(best_file.read_text(encoding="utf-8"))
 
     # ------------------------------------------------------------------ hooks
+    def setup(self) -> None:
+        super().setup()
+        log = self.run_dir / "valid.jsonl"
+        if self.resumed_from and self.rank.is_main and log.is_file():  # drop validations of a lost future
+            lines = log.read_text(encoding="utf-8").splitlines()
+            kept = [x for x in lines if json.loads(x)["step"] <= self.state.step]
+            log.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
+
     def train_step(self) -> bool:
         stop = super().train_step()
         step = self.state.step

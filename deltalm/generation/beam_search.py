@@ -202,50 +202,56 @@ def _search(
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     sentences = list(range(batch))  # original index of each active sentence
     active_max = torch.tensor(max_lens, device=device)  # [N]
-    rows = batch * beam
-    tokens = torch.full((rows, 1), bos, dtype=torch.long, device=device)
-    # only beam 0 of each sentence is live at step 0 (all beams are the same prefix)
-    scores = torch.full((batch, beam), -math.inf, device=device)
-    scores[:, 0] = 0.0
-    scores = scores.view(-1)
-    positional = torch.zeros((rows, 0), device=device)
+    # step 0 has one row per sentence (all beams would share the prefix); the first reorder expands to beams
+    tokens = torch.full((batch, 1), bos, dtype=torch.long, device=device)
+    scores = torch.zeros(batch, device=device)
+    positional = torch.zeros((batch, 0), device=device)
+    width = 1  # rows per sentence
 
     for step in range(max(max_lens) + 1):
         n_active = len(sentences)
-        # step 0: the beams of a sentence are one prefix, so the model runs once per sentence (the state is
-        # expanded to the beams by the first reorder)
-        logits, state = model.decode_step(tokens[::beam, -1:] if step == 0 else tokens[:, -1:], state)
+        logits, state = model.decode_step(tokens[:, -1:], state)
         if logits.dim() == 3:
             logits = logits[:, -1]
-        lprobs = F.log_softmax(logits.float(), dim=-1)
-        if step == 0 and beam > 1:
-            lprobs = lprobs.repeat_interleave(beam, dim=0)
-        vocab = lprobs.size(1)
-        ban_tokens(lprobs, [pad], vocab_size)
-        apply_min_length(lprobs, step, min_len, eos)
+        logits = logits.float()
+        # log p = logit - logsumexp over the model's whole distribution; the rules below then mask logits
+        lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+        ban_tokens(logits, [pad], vocab_size)
+        apply_min_length(logits, step, min_len, eos)
         if no_repeat_ngram_size > 0:
-            block_repeated_ngrams(lprobs, tokens[:, 1:], no_repeat_ngram_size)
+            block_repeated_ngrams(logits, tokens[:, 1:], no_repeat_ngram_size)
         if step == 0 and first_tokens is not None:
-            force_first_token(lprobs, first_tokens.repeat_interleave(beam))
-        at_max = (active_max <= step).repeat_interleave(beam)
-        force_eos(lprobs, at_max, eos)
+            force_first_token(logits, first_tokens)
+        force_eos(logits, (active_max <= step).repeat_interleave(width), eos, fallback=lse[:, 0])
 
-        # rank the 2*beam best candidates of every sentence by cumulative log-probability
-        cand = (scores[:, None] + lprobs).view(n_active, beam * vocab)
-        k = min(2 * beam, beam * vocab)
+        # a sentence's 2*beam best candidates are among each of its rows' 2*beam best tokens
+        vocab = logits.size(1)
+        row_k = min(2 * beam, vocab)
+        row_logit, row_tok = logits.topk(row_k, dim=1)
+        row_lp = row_logit - lse  # [R, row_k]
+        cand = (scores[:, None] + row_lp).view(n_active, width * row_k)
+        cand_tok_all = row_tok.view(n_active, width * row_k)
+        cand_lp_all = row_lp.view(n_active, width * row_k)
+        if cand.size(1) < 2 * beam:  # tiny vocabularies: pad with impossible candidates
+            extra = 2 * beam - cand.size(1)
+            cand = F.pad(cand, (0, extra), value=-math.inf)
+            cand_tok_all = F.pad(cand_tok_all, (0, extra), value=pad)
+            cand_lp_all = F.pad(cand_lp_all, (0, extra), value=-math.inf)
+        k = 2 * beam
         cand_scores, cand_idx = cand.topk(k, dim=1)
-        cand_beam = torch.div(cand_idx, vocab, rounding_mode="floor")
-        cand_tok = cand_idx % vocab
+        cand_beam = torch.div(cand_idx, row_k, rounding_mode="floor").clamp_(max=width - 1)
+        cand_tok = cand_tok_all.gather(1, cand_idx)
+        cand_lp = cand_lp_all.gather(1, cand_idx)
         is_eos = cand_tok.eq(eos)
 
         # finished hypotheses: EOS candidates among the first `beam` ranks with a finite score
         final = is_eos[:, :beam] & torch.isfinite(cand_scores[:, :beam])
         if bool(final.any()):
             f_sent, f_rank = final.nonzero(as_tuple=True)
-            f_rows = f_sent * beam + cand_beam[f_sent, f_rank]
+            f_rows = f_sent * width + cand_beam[f_sent, f_rank]
             f_tokens = tokens[f_rows, 1:].tolist()
             f_pos = positional[f_rows].tolist()
-            f_eos = lprobs[f_rows, eos].tolist()
+            f_eos = cand_lp[f_sent, f_rank].tolist()
             f_scores = (cand_scores[f_sent, f_rank] / (step + 1) ** length_penalty).tolist()
             for i, n in enumerate(f_sent.tolist()):
                 finished[sentences[n]].append(Hypothesis(f_tokens[i], f_scores[i], f_pos[i] + [f_eos[i]]))
@@ -256,8 +262,8 @@ def _search(
         new_beam = cand_beam.gather(1, pick)
         new_tok = cand_tok.gather(1, pick)
         new_scores = cand_scores.gather(1, pick)
-        new_pos = lprobs.view(n_active, beam * vocab).gather(1, cand_idx.gather(1, pick))
-        src_rows = (torch.arange(n_active, device=device)[:, None] * beam + new_beam).view(-1)
+        new_pos = cand_lp.gather(1, pick)
+        src_rows = (torch.arange(n_active, device=device)[:, None] * width + new_beam).view(-1)
 
         # which sentences are done
         best_live = new_scores.max(dim=1).values.tolist()
@@ -285,9 +291,10 @@ def _search(
         tokens = torch.cat([tokens[rows_keep], new_tok[keep_t].view(-1, 1)], dim=1)
         positional = torch.cat([positional[rows_keep], new_pos[keep_t].view(-1, 1)], dim=1)
         scores = new_scores[keep_t].view(-1)
-        state = state.reorder(torch.div(rows_keep, beam, rounding_mode="floor") if step == 0 else rows_keep)
+        state = state.reorder(rows_keep)
         sentences = [sentences[n] for n in keep]
         active_max = active_max[keep_t]
+        width = beam
 
     for hyps in finished:
         hyps.sort(key=lambda h: -h.score)

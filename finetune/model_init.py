@@ -55,7 +55,7 @@ def initial_model(init: InitConfig, model_config: DeltaLMConfig, vocab: Vocabula
     elif init.kind == "official":
         from deltalm.adapters.official import load_official
 
-        model = load_official(init.path, **dropouts)
+        model = load_official(init.path, heads=model_config.heads, **dropouts)  # heads: not in the file
     elif init.kind == "xlmr":
         model = DeltaLM.from_xlmr(init.path, vocab_size=vocab.pretrain_size, **dropouts)
     else:

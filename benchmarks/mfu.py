@@ -510,7 +510,17 @@ def _benchmark(args, rank) -> tuple[Environment, list[Result]]:
         if args.activation_checkpointing:
             peer.enable_activation_checkpointing()
         flops = [mt5_flops_of(peer_config, s, t) for s, t in args.shape_list]
-        results.append(run_model(f"hf-mt5 (d_ff {peer_config.d_ff})", peer, flops, args, rank, device, env))
+        results.append(
+            run_model(
+                f"hf-mt5 (d_ff {peer_config.d_ff}, {peer.hf.config._attn_implementation})",
+                peer,
+                flops,
+                args,
+                rank,
+                device,
+                env,
+            )
+        )
     return env, results
 
 

@@ -112,8 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--langs", nargs="+", default=["de", "fr", "zh", "hi"])
     parser.add_argument("--corpus", default=str(CORPUS))
     parser.add_argument("--work", default="runs/learning_check")
-    parser.add_argument("--pretrained", default="", help="save_pretrained directory of a pre-trained model")
-    parser.add_argument("--spm", default="", help="SentencePiece model (without --pretrained)")
+    parser.add_argument(
+        "--pretrained",
+        default="",
+        help="save_pretrained directory or pre-training run directory to start from",
+    )
+    parser.add_argument(
+        "--spm", default="", help="SentencePiece model (default: the pretrained dir's, else trained)"
+    )
     parser.add_argument(
         "--spm-vocab", type=int, default=8000, help="pieces of the SentencePiece model trained here"
     )
@@ -139,12 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         x: split_language(x, Path(args.corpus), work / "data", args.test_per_lang, args.train_per_lang)
         for x in args.langs
     }
-    if args.pretrained:
-        spm = Path(args.pretrained) / "sentencepiece.model"
-    elif args.spm:
+    if args.spm:
         spm = Path(args.spm)
+    elif args.pretrained:
+        spm = Path(args.pretrained) / "sentencepiece.model"
     else:
         spm = train_spm(work / "data", args.langs, args.spm_vocab)
+    if not spm.is_file():
+        print(f"error: SentencePiece model not found: {spm} (give --spm)", file=sys.stderr)
+        return 2
     inits = {"random": {"kind": "none", "path": ""}}
     if args.pretrained:
         inits["pretrained"] = {"kind": "pretrained", "path": args.pretrained}

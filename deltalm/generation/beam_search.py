@@ -6,7 +6,8 @@ The model protocol (``deltalm.DeltaLM`` implements it; tests use a toy model wit
 - ``state = model.start_decoding(encoder_out, encoder_padding_mask)`` with the mask True on real tokens; the
   cross-attention keys/values are computed here, once per source;
 - ``logits, state = model.decode_step(tokens_last, state)`` with ``tokens_last`` [R, 1] → logits [R, vocab]
-  (padded embedding rows at -inf); the self-attention cache grows by one position;
+  (padded embedding rows at -inf; the search masks this tensor in place); the self-attention cache grows by
+  one position;
 - ``state.reorder(index)`` → the state with its rows gathered by ``index`` (expansion to beams, following the
   surviving hypotheses, dropping finished sentences).
 

@@ -35,6 +35,7 @@ MANIFEST = "manifest.json"
 COMMITTED = "COMMITTED"
 LATEST = "latest"
 UNIVERSAL_SUFFIX = ".universal"
+UNIVERSAL_WAIT_S = 3600.0
 TAG_RE = re.compile(r"^step_(\d{9})$")
 
 
@@ -196,9 +197,6 @@ class CheckpointStore:
                 shutil.rmtree(path, ignore_errors=True)
 
     # ------------------------------------------------------------------ load
-    def read_manifest(self, tag: str) -> dict:
-        return self.verify(tag)
-
     def load(self, engine, tag: str, manifest: dict, *, universal: bool) -> LoadedCheckpoint:
         """Load a verified checkpoint into ``engine`` (universal: through the converted folder)."""
         load_tag = tag + UNIVERSAL_SUFFIX if universal else tag
@@ -223,8 +221,9 @@ class CheckpointStore:
     def convert_to_universal(self, tag: str) -> Path:
         """DeepSpeed's ds_to_universal on a verified tag (rank 0 works, all ranks wait); returns the folder."""
         out = self.directory / (tag + UNIVERSAL_SUFFIX)
-        done = out / COMMITTED
+        done, failed = out / COMMITTED, self.directory / f".{tag}.universal.failed"
         if self.rank == 0 and not done.is_file():
+            failed.unlink(missing_ok=True)
             from deepspeed.checkpoint import ds_to_universal
 
             tmp = self.directory / f".{tag}.universal.tmp"
@@ -242,9 +241,22 @@ class CheckpointStore:
                 args = ds_to_universal.parse_arguments()
             finally:
                 sys.argv = argv
-            ds_to_universal.main(args)
+            try:
+                ds_to_universal.main(args)
+            except BaseException:
+                failed.write_text(tag + "\n", encoding="utf-8")
+                raise
             (tmp / COMMITTED).write_text(tag + "\n", encoding="utf-8")
             os.replace(tmp, out)
             fsync_dir(self.directory)
+        else:
+            # The conversion can outlast the process-group timeout: wait on the file system, not a barrier.
+            deadline = time.monotonic() + UNIVERSAL_WAIT_S
+            while not done.is_file():
+                if failed.is_file():
+                    raise CheckpointError(f"rank 0 failed to convert {self.directory / tag} (see its log)")
+                if time.monotonic() > deadline:
+                    raise CheckpointError(f"timed out waiting for rank 0 to write {out}")
+                time.sleep(0.5)
         _barrier()
         return out

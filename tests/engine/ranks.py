@@ -91,6 +91,8 @@ def mpirun(world: int, args: list[str], timeout: float = 240, script: Path = DRI
         "-x",
         "OMP_NUM_THREADS",
         "-x",
+        "MKL_CBWR",
+        "-x",
         "PYTHONPATH",
         "-x",
         "MASTER_PORT",

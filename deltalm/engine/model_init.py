@@ -34,6 +34,23 @@ def build_model(config: DeltaLMConfig, init: InitConfig, *, seed: int):
     torch.manual_seed(seed)
     if init.kind == "none":
         return DeltaLM(config)
+    from deltalm.adapters.checkpoint_io import CheckpointError as AdapterError
+
+    try:
+        model = _load(config, init, seed)
+    except AdapterError as exc:  # a bad file is a bad config: one line, exit 2
+        raise ConfigError(f"init.path: {exc}") from None
+    loaded = model.config
+    for name in ARCHITECTURE_FIELDS:
+        if getattr(loaded, name) != getattr(config, name):
+            raise ConfigError(
+                f"init.path {init.path}: model.{name} is {getattr(loaded, name)} there, "
+                f"{getattr(config, name)} in the config"
+            )
+    return model
+
+
+def _load(config: DeltaLMConfig, init: InitConfig, seed: int):
     dropouts = {k: getattr(config, k) for k in ("dropout", "attention_dropout", "activation_dropout")}
     if init.kind == "xlmr":
         from deltalm.adapters.xlmr import from_xlmr
@@ -53,11 +70,4 @@ def build_model(config: DeltaLMConfig, init: InitConfig, *, seed: int):
         from deltalm.adapters.official import load_official
 
         model = load_official(init.path, heads=config.heads, **dropouts)
-    loaded = model.config
-    for name in ARCHITECTURE_FIELDS:
-        if getattr(loaded, name) != getattr(config, name):
-            raise ConfigError(
-                f"init.path {init.path}: model.{name} is {getattr(loaded, name)} there, "
-                f"{getattr(config, name)} in the config"
-            )
     return model

@@ -85,7 +85,8 @@ def _merge_manifests(data_dirs: list[str]) -> tuple[dict[str, dict], list[str], 
             merged = streams.setdefault(name, {**stream, "shards": []})
             if merged["kind"] != stream["kind"]:
                 raise ShardError(
-                    f"{directory}/manifest.json: stream {name} is {stream['kind']} here, mono elsewhere"
+                    f"{directory}/manifest.json: stream {name} is {stream['kind']} here, "
+                    f"{merged['kind']} in an earlier data_dirs entry"
                 )
             for shard in stream.get("shards", []):
                 try:
@@ -144,73 +145,79 @@ class PretrainLoader:
         for name, stream in manifests.items():
             counts[stream["kind"]][name] = int(sum(s.tokens for s in stream["shards"]))
         want = {"mono": config.translation_ratio < 1.0, "parallel": config.translation_ratio > 0.0}
-        for kind, task_name, input_length, density, span, key in (
-            (
-                "mono",
-                "span_corruption",
-                config.input_length,
-                config.noise_density,
-                config.mean_span,
-                "input_length",
-            ),
-            (
-                "parallel",
+        c = config
+        objectives = {
+            "mono": ("span_corruption", c.input_length, c.noise_density, c.mean_span, "input_length"),
+            "parallel": (
                 "translation_span_corruption",
-                config.translation_input_length,
-                config.translation_noise_density,
-                config.translation_mean_span,
+                c.translation_input_length,
+                c.translation_noise_density,
+                c.translation_mean_span,
                 "translation_input_length",
             ),
-        ):
-            if not want[kind]:
-                continue
-            if not any(counts[kind].values()):
-                other = "1" if kind == "mono" else "0"
-                raise ConfigError(
-                    f"data.translation_ratio={config.translation_ratio} needs {kind} streams, "
-                    f"but {', '.join(config.data_dirs)} have none with tokens (set it to {other})"
-                )
-            raw, _ = corruption_lengths(input_length, density, span)
-            real_in, real_tgt, spans = corrupted_lengths(raw, density, span)
-            if spans > vocab.num_sentinels:
-                raise ConfigError(
-                    f"data.{key}={input_length}: {spans} noise spans need more sentinels than the "
-                    f"vocabulary's {vocab.num_sentinels}; lower it"
-                )
-            mixture = StreamMixture.from_counts(counts[kind], config.temperature)
-            self.tasks[kind] = TaskSpec(task_name, mixture, raw, real_in, real_tgt, density, span)
-            for name in mixture.names:
-                stream = manifests[name]
-                readers = []
-                try:
-                    for entry in stream["shards"]:
-                        readers.append(open_shard(entry, stream, config.verify_sha256))
-                except ShardError:
-                    for reader in readers:
-                        reader.close()
-                    self.close()
-                    raise
-                self.streams[name] = TokenStream(
-                    name,
-                    kind,
-                    readers,
-                    raw,
-                    seed,
-                    vocab.eos,
-                    both_directions=config.translation_directions == "both",
-                )
-            if dp_rank == 0:
-                log.info(
-                    "%s: %d streams, raw %d -> inputs %d / targets %d, sampling (T=%s):\n%s",
-                    task_name,
-                    len(mixture.names),
-                    raw,
-                    real_in,
-                    real_tgt,
-                    config.temperature,
-                    mixture.describe(counts[kind]),
-                )
+        }
+        try:
+            for kind, objective in objectives.items():
+                if want[kind]:
+                    self._open_task(kind, *objective, manifests, counts[kind])
+        except (ShardError, ConfigError):
+            self.close()
+            raise
         self._state = LoaderState(0, {name: 0 for name in sorted(self.streams)})
+
+    def _open_task(
+        self,
+        kind: str,
+        task_name: str,
+        input_length: int,
+        density: float,
+        span: float,
+        key: str,
+        manifests: dict[str, dict],
+        counts: dict[str, int],
+    ) -> None:
+        """Set up one objective: its mixture over the ``kind`` streams, their lengths, their shards."""
+        config, vocab = self.config, self.vocab
+        if not any(counts.values()):
+            other = "1" if kind == "mono" else "0"
+            raise ConfigError(
+                f"data.translation_ratio={config.translation_ratio} needs {kind} streams, "
+                f"but {', '.join(config.data_dirs)} have none with tokens (set it to {other})"
+            )
+        raw, _ = corruption_lengths(input_length, density, span)
+        real_in, real_tgt, spans = corrupted_lengths(raw, density, span)
+        if spans > vocab.num_sentinels:
+            raise ConfigError(
+                f"data.{key}={input_length}: {spans} noise spans need more sentinels than the "
+                f"vocabulary's {vocab.num_sentinels}; lower it"
+            )
+        mixture = StreamMixture.from_counts(counts, config.temperature)
+        self.tasks[kind] = TaskSpec(task_name, mixture, raw, real_in, real_tgt, density, span)
+        for name in mixture.names:
+            stream = manifests[name]
+            readers = []
+            try:
+                for entry in stream["shards"]:
+                    readers.append(open_shard(entry, stream, config.verify_sha256))
+            except ShardError:
+                for reader in readers:
+                    reader.close()
+                raise
+            both = config.translation_directions == "both"
+            self.streams[name] = TokenStream(
+                name, kind, readers, raw, self.seed, vocab.eos, both_directions=both
+            )
+        if self.dp_rank == 0:
+            log.info(
+                "%s: %d streams, raw %d -> inputs %d / targets %d, sampling (T=%s):\n%s",
+                task_name,
+                len(mixture.names),
+                raw,
+                real_in,
+                real_tgt,
+                config.temperature,
+                mixture.describe(counts),
+            )
 
     def _check_tokenizer(self, tokenizer: dict) -> None:
         mine = self.vocab.fingerprint()

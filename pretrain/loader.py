@@ -308,7 +308,11 @@ class PretrainLoader:
             return batch
         if self._prefetcher is None:
             self._prefetcher = Prefetcher(self.produce, self._state.copy(), self.config.prefetch)
-        batch, self._state = self._prefetcher.get()
+        try:
+            batch, self._state = self._prefetcher.get()
+        except BaseException:
+            self._stop_prefetch()  # a later call starts afresh from the last handed-out state
+            raise
         return batch
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

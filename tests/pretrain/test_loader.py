@@ -410,3 +410,30 @@ def test_same_stream_in_two_directories_is_one_stream(tmp_path):
     assert single.fingerprint != loader.fingerprint
     loader.close()
     single.close()
+
+
+def test_prefetch_error_surfaces_and_state_stays_exact(tmp_path):
+    _mixed_dataset(tmp_path)
+    config = make_config(tmp_path, input_length=32, translation_input_length=24, prefetch=2)
+    reference = PretrainLoader(config, VOCAB, micro_batch_size=2, seed=4)
+    expected = [reference.next_batch()["encoder_input_tokens"] for _ in range(4)]
+    reference.close()
+
+    loader = PretrainLoader(config, VOCAB, micro_batch_size=2, seed=4)
+    real_produce, failed = loader.produce, []
+
+    def flaky(state):
+        if state.counter == 2 and not failed:
+            failed.append(True)
+            raise OSError("read error on shard")
+        return real_produce(state)
+
+    loader.produce = flaky
+    assert loader.next_batch()["encoder_input_tokens"].equal(expected[0])
+    assert loader.next_batch()["encoder_input_tokens"].equal(expected[1])
+    with pytest.raises(OSError, match="read error"):
+        loader.next_batch()
+    assert loader.counter == 2
+    assert loader.next_batch()["encoder_input_tokens"].equal(expected[2])  # retried from the exact state
+    assert loader.next_batch()["encoder_input_tokens"].equal(expected[3])
+    loader.close()

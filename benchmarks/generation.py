@@ -365,6 +365,8 @@ def run(s: Setting) -> dict:
             "cpu_s": t["cpu"],
             "sentences_per_s": s.batch / t["wall"],
             "tokens_per_s": tokens / t["wall"],
+            "sentences_per_cpu_s": s.batch / t["cpu"],
+            "tokens_per_cpu_s": tokens / t["cpu"],
         }
     report["speedup_wall"] = t_hf["wall"] / t_ours["wall"]
     report["speedup_cpu"] = t_hf["cpu"] / t_ours["cpu"]
@@ -383,12 +385,13 @@ def format_report(r: dict) -> str:
         f"encoder max |diff| vs BART: {r['encoder_max_abs_diff']:.2e}",
         f"greedy identical on identical weights: {r['greedy_identical']}/{r['greedy_sentences']}; "
         f"beam-{s['beam']} best identical: {r['beam_best_identical']}/{r['greedy_sentences']}",
-        f"{'':6s} {'wall s':>8s} {'cpu s':>8s} {'sent/s':>8s} {'tok/s':>8s}",
+        f"{'':6s} {'wall s':>8s} {'cpu s':>8s} {'sent/s':>8s} {'tok/s':>8s} {'sent/cpu-s':>10s} {'tok/cpu-s':>10s}",
     ]
     for name in ("ours", "hf"):
         m = r[name]
         lines.append(
             f"{name:6s} {m['wall_s']:8.3f} {m['cpu_s']:8.3f} {m['sentences_per_s']:8.2f} {m['tokens_per_s']:8.1f}"
+            f" {m['sentences_per_cpu_s']:10.2f} {m['tokens_per_cpu_s']:10.1f}"
         )
     lines.append(f"speedup (HF / ours): wall {r['speedup_wall']:.2f}x, cpu {r['speedup_cpu']:.2f}x")
     return "\n".join(lines)

@@ -60,7 +60,7 @@ run_demo() {
   local work=runs/demo data=runs/demo/data
   mkdir -p "$data"
   if [ ! -f "$data/spm.model" ]; then
-    .venv/bin/python -m data_prep train-spm --vocab-size 1000 --input-sentence-size 20000 --num-threads 1 \
+    .venv/bin/python -m data_prep train-spm --vocab-size 2000 --character-coverage 0.995 --input-sentence-size 20000 --num-threads 1 \
       --output "$data/spm" data_prep/sample_corpus/mono/*.txt.gz
   fi
   if [ ! -f "$data/ds/manifest.json" ]; then

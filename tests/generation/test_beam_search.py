@@ -176,3 +176,15 @@ def test_bad_token_tensor_rejected() -> None:
     with pytest.raises(ValueError, match="integer ids"):
         beam_search(ToyModel(), torch.tensor([[3.0, 2.0]]))
     assert beam_search(ToyModel(), torch.zeros((0, 4), dtype=torch.long)) == []
+
+
+def test_stop_early_stops_at_beam_finished_and_exact_mode_never_scores_worse() -> None:
+    src = torch.tensor([[5, 6, EOS]])
+    early_model = ToyModel(vocab=20, padded_vocab=24, seed=12, eos_bias=8.0)
+    early = beam_search(early_model, src, beam_size=3, max_len_b=30, stop_early=True)[0]
+    exact_model = ToyModel(vocab=20, padded_vocab=24, seed=12, eos_bias=8.0)
+    exact = beam_search(exact_model, src, beam_size=3, max_len_b=30, stop_early=False)[0]
+    assert len(early) == len(exact) == 3
+    assert early_model.decode_calls < 31  # done once 3 hypotheses finished, long before the maximum length
+    assert exact_model.decode_calls > early_model.decode_calls  # it searched on until the bound said stop
+    assert exact[0].score >= early[0].score - 1e-6

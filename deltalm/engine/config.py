@@ -25,7 +25,6 @@ class RunConfig:
     seed: int = 1
     max_steps: int = 1000
     log_every: int = 1  # progress line every N optimizer steps (metrics.jsonl gets every step)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def validate(self) -> None:
         if not self.run_dir:

@@ -99,7 +99,9 @@ class MetricsLogger:
             f"mfu {mfu * 100:.1f}%" if mfu is not None else "mfu n/a",
             f"eta {format_duration(eta) if math.isfinite(eta) else '?'}",
         ]
-        if record.get("skipped"):
+        if record.get("overflow"):
+            parts.append(f"skipped (fp16 overflow, loss scale {record.get('loss_scale')})")
+        elif record.get("skipped"):
             parts.append("SKIPPED (non-finite)")
         print(" | ".join(parts), flush=True)
 

@@ -257,8 +257,9 @@ class Trainer:
         lr = self._set_learning_rate(step)
         loss_sum, nll_sum, nonfinite = self._forward_backward(step, micro_batches, global_tokens)
         totals = _all_reduce([loss_sum, nll_sum, nonfinite, float(self.preemption.requested)], self.device)
-        skipped, grad_norm = self._optimizer_step(force_skip=totals[2] > 0)
-        self._update_state(step, skipped, global_tokens, global_samples)
+        outcome, grad_norm = self._optimizer_step(force_skip=totals[2] > 0)
+        self._update_state(step, outcome, global_tokens, global_samples)
+        skipped = outcome != "applied"
         elapsed = time.perf_counter() - started
         record = {
             "step": step,
@@ -268,6 +269,7 @@ class Trainer:
             "grad_norm": grad_norm,
             "loss_scale": self._loss_scale(),
             "skipped": skipped,
+            "overflow": outcome == "overflow",
             "skipped_total": self.state.skipped_steps,
             "tokens": int(global_tokens),
             "samples": int(global_samples),
@@ -331,29 +333,32 @@ class Trainer:
             nll_sum += nll.float().item() if math.isfinite(value) else 0.0
         return loss_sum, nll_sum, nonfinite
 
-    def _optimizer_step(self, *, force_skip: bool) -> tuple[bool, float]:
+    def _optimizer_step(self, *, force_skip: bool) -> tuple[str, float]:
+        """Step; returns (outcome, grad norm): outcome is applied | nonfinite | overflow (fp16 loss scaling)."""
         guard = self.optimizer
         guard.force_skip = force_skip
         guard.last_skipped = False
         self.engine.step()
         guard.force_skip = False
-        skipped = force_skip or guard.last_skipped or not self.engine.was_step_applied()
-        if skipped:
-            return True, float("nan")
+        if force_skip or guard.last_skipped:
+            return "nonfinite", float("nan")
+        if not self.engine.was_step_applied():
+            # fp16: the dynamic loss scale overflowed and was lowered (expected, not counted toward the abort)
+            return ("overflow" if self.precision == "fp16" else "nonfinite"), float("nan")
         if uses_basic_optimizer(self.ds_config):
-            return False, guard.last_norm
+            return "applied", guard.last_norm
         norm = self.engine.get_global_grad_norm()
-        norm = float(norm) if norm is not None else guard.last_norm
-        return False, norm
+        return "applied", float(norm) if norm is not None else guard.last_norm
 
-    def _update_state(self, step: int, skipped: bool, tokens: float, samples: float) -> None:
+    def _update_state(self, step: int, outcome: str, tokens: float, samples: float) -> None:
         self.state.step = step
         self.state.tokens_seen += int(tokens)
         self.state.samples_seen += int(samples)
-        if skipped:
+        if outcome != "applied":
             self.state.skipped_steps += 1
+        if outcome == "nonfinite":
             self.state.consecutive_nonfinite += 1
-        else:
+        elif outcome == "applied":
             self.state.consecutive_nonfinite = 0
 
     def _check_nonfinite_streak(self, step: int) -> None:

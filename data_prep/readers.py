@@ -179,11 +179,13 @@ def iter_blocks(
                 last = data.rfind(boundary)
                 data = data[: last + len(boundary)] if last >= 0 else b""
                 if data:
-                    yield _block(data, offset, line, skips)
-                    line += data.count(b"\n")
+                    block = _block(data, offset, line, skips)
+                    yield block
+                    line += block.lines
                 break
-            yield _block(data, offset, line, skips)
-            offset, line = offset + end, line + data.count(b"\n")
+            block = _block(data, offset, line, skips)
+            yield block
+            offset, line = offset + end, line + block.lines
             del buf[:end]
         if reader.broken:
             skips.append(("broken_compression", str(path), line))

@@ -1,18 +1,17 @@
 """Block bytes → validated text records, in the worker processes.
 
 Mono (CC100 layout): one paragraph a line, a blank (or whitespace-only) line between documents; a document
-with any bad line is skipped whole. Parallel: TSV ``src<TAB>tgt``, JSONL ``{"en": ..., "de": ...}``, or two
+with any bad line is skipped whole. A document is tokenized as one string, its paragraphs joined by a space
+(what SentencePiece's normalization makes of a newline anyway), which is also ~2x faster than line by line. Parallel: TSV ``src<TAB>tgt``, JSONL ``{"en": ..., "de": ...}``, or two
 aligned files. Skips come back as ``(reason, line)`` with absolute 1-based line numbers.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from .readers import TOO_LONG
 
@@ -21,8 +20,7 @@ Skip = tuple[str, int]
 
 @dataclass
 class MonoRecords:
-    lines: list[str] = field(default_factory=list)  # the kept documents' lines, in order
-    doc_lines: list[int] = field(default_factory=list)  # lines per kept document
+    docs: list[str | bytes] = field(default_factory=list)  # kept documents, paragraphs joined by a space
     doc_first_line: list[int] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
 
@@ -69,38 +67,40 @@ def _text_lines(data: bytes, max_line_bytes: int) -> Iterator[tuple[str | None, 
             yield (s[:-1] if s.endswith("\r") else s), None
 
 
-def _parse_mono_fast(data: bytes, first_line: int, max_line_bytes: int, max_doc_bytes: int) -> MonoRecords | None:
-    """Vectorized CC100 parsing of a clean block (valid UTF-8, no NUL/CR, no long lines or documents): numpy
-    over line lengths instead of a Python loop. ``None`` when the block is not clean."""
-    if b"\x00" in data or b"\r" in data:
+_WHITESPACE_LINE = re.compile(r"\n[^\S\n]+(?:\n|\Z)")
+
+
+def _parse_mono_fast(
+    data: bytes, first_line: int, max_line_bytes: int, max_doc_bytes: int
+) -> MonoRecords | None:
+    """CC100 parsing of a clean block with C-level string operations only: valid UTF-8, no NUL/CR, exactly one
+    blank line between documents, no whitespace-only line, no over-long line or document. ``None`` otherwise
+    (the exact line loop below then decides; both give the same records on clean blocks)."""
+    if b"\x00" in data or b"\r" in data or data.startswith(b"\n") or b"\n\n\n" in data:
         return None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    lens = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
-    if len(lens) and int(lens.max()) > max_line_bytes // 4:
-        return None  # maybe too long in bytes: let the exact loop decide
-    blank = np.fromiter(map(str.isspace, lines), dtype=bool, count=len(lines)) | (lens == 0)
-    prev_blank = np.empty_like(blank)
-    if len(blank):
-        prev_blank[0] = True
-        prev_blank[1:] = blank[:-1]
-    starts = ~blank & prev_blank
-    kept = ~blank
-    doc_of_line = np.cumsum(starts) - 1
-    doc_lines = np.bincount(doc_of_line[kept], minlength=int(starts.sum()))
-    doc_chars = np.bincount(doc_of_line[kept], weights=lens[kept] + 1, minlength=int(starts.sum()))
-    if len(doc_chars) and doc_chars.max() > max_doc_bytes // 4:
+    first_end = text.find("\n")
+    if _WHITESPACE_LINE.search(text) or text[: first_end if first_end >= 0 else len(text)].isspace():
         return None
+    # Split and join on the bytes (cheaper than on str); SentencePiece encodes UTF-8 bytes directly.
+    body = data[:-2] if data.endswith(b"\n\n") else data[:-1] if data.endswith(b"\n") else data
     out = MonoRecords()
-    out.lines = list(itertools.compress(lines, kept.tolist()))
-    out.doc_lines = doc_lines.tolist()
-    out.doc_first_line = (np.flatnonzero(starts) + first_line).tolist()
-    out.skips = [("empty_document", int(i) + first_line) for i in np.flatnonzero(blank & prev_blank)]
+    if not body:
+        return out
+    docs = body.split(b"\n\n")
+    line = first_line
+    line_limit = max_line_bytes
+    for doc in docs:
+        if len(doc) + 1 > max_doc_bytes:
+            return None
+        if len(doc) > line_limit and max(map(len, doc.split(b"\n"))) > max_line_bytes:
+            return None
+        out.doc_first_line.append(line)
+        line += doc.count(b"\n") + 2
+    out.docs = [doc.replace(b"\n", b" ") for doc in docs]
     return out
 
 
@@ -146,8 +146,7 @@ def _end_document(
     if bad is not None:
         out.skips.append(bad)
         return
-    out.lines.extend(lines)
-    out.doc_lines.append(len(lines))
+    out.docs.append(" ".join(lines).encode("utf-8"))
     out.doc_first_line.append(start)
 
 

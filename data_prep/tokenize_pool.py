@@ -68,8 +68,19 @@ def _vocab(path: str) -> Vocabulary:
     return _VOCAB
 
 
-def encode_flat(vocab: Vocabulary, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Batch-encode ``texts``: (flat contract ids int32, lengths int64)."""
+def encode_flat(vocab: Vocabulary, texts: list, long_texts: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Batch-encode ``texts`` (str or UTF-8 bytes): (flat contract ids int32, lengths int64).
+
+    ``long_texts`` (documents): SentencePiece returns one int32 numpy array per text (a memcpy, no Python ints),
+    faster than ``out_type=int`` once texts hold more than a few dozen tokens. Short texts (sentences): Python
+    lists flattened by ``np.fromiter``.
+    """
+    if not texts:
+        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
+    if long_texts:
+        arrays = vocab.processor.Encode(texts, out_type="numpy", num_threads=1)
+        lengths = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
+        return vocab.pieces_to_ids(np.concatenate(arrays)), lengths
     pieces = vocab.processor.Encode(texts, out_type=int, num_threads=1)
     lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
     flat = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int64, count=int(lengths.sum()))
@@ -80,20 +91,12 @@ def tokenize_block(spec: TaskSpec, block: Block) -> BlockResult:
     vocab = _vocab(spec.spm_path)
     if spec.fmt == "mono":
         recs = parse_mono(block.data, block.line, spec.max_line_bytes, spec.max_doc_bytes)
-        values, line_lens = encode_flat(vocab, recs.lines)
-        doc_lines = np.asarray(recs.doc_lines, dtype=np.int64)
-        if len(doc_lines):
-            starts = np.concatenate(([0], np.cumsum(doc_lines)[:-1]))
-            lengths = (
-                np.add.reduceat(line_lens, starts) if len(line_lens) else np.zeros(len(doc_lines), np.int64)
-            )
-        else:
-            lengths = np.zeros(0, dtype=np.int64)
+        values, lengths = encode_flat(vocab, recs.docs, long_texts=True)
         keep = lengths > 0
         skips = list(recs.skips)
-        if not keep.all():
+        if not keep.all():  # e.g. only characters that normalization removes
             skips += [("empty_document", recs.doc_first_line[i]) for i in np.flatnonzero(~keep)]
-            values, lengths = values[np.repeat(keep, lengths)], lengths[keep]
+            lengths = lengths[keep]
         skips.sort(key=lambda s: s[1])
         return BlockResult({"tokens": (values, lengths)}, skips, block.nbytes)
     recs = _parse_parallel(spec, block)

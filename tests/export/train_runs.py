@@ -1,11 +1,12 @@
 """Test driver: several tiny engine runs (one per ZeRO stage / precision) in one launch, plus a reference.
 
-    python tests/export/train_runs.py OUT_DIR STAGE:PRECISION [STAGE:PRECISION ...]
+    python tests/export/train_runs.py OUT_DIR STAGE:PRECISION [STAGE:PRECISION ...] [key=value ...]
 
 Each run trains the engine's Trainer for 2 steps on synthetic batches into ``OUT_DIR/z<STAGE>_<PRECISION>`` and
 then writes ``reference_fp32.safetensors``: DeepSpeed's own fp32 master weights read through
 ``deepspeed.utils.safe_get_full_fp32_param`` from the live engine, the ground truth the export must equal.
-Started once per world size (RANK/WORLD_SIZE from the environment, tests/engine/ranks.py).
+Started once per world size (RANK/WORLD_SIZE from the environment, tests/engine/ranks.py). ``key=value``
+arguments override the config (``model.d_model=512``: benchmarks/export.py uses a bigger model).
 """
 
 from __future__ import annotations
@@ -47,13 +48,15 @@ class DriverConfig(TrainingConfig):
     data: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
 
 
-def main(out_dir: str, variants: list[str]) -> int:
+def main(out_dir: str, args: list[str]) -> int:
     import torch
     from deepspeed.utils import safe_get_full_fp32_param
     from safetensors.torch import save_file
 
     from deltalm.model import DeltaLM
 
+    variants = [a for a in args if "=" not in a]
+    extra = [a for a in args if "=" in a]
     rank = discover()
     init_process_group(rank, timeout_s=60)
     try:
@@ -64,6 +67,7 @@ def main(out_dir: str, variants: list[str]) -> int:
                 f"run.run_dir={run_dir}",
                 f"deepspeed.zero_stage={stage}",
                 f"deepspeed.precision={precision}",
+                *extra,
             ]
             config = build_config(DriverConfig, {"driver": CONFIG}, None, overrides, preset="driver")
             torch.manual_seed(config.run.seed)

@@ -1,0 +1,99 @@
+"""Smoke test of the whole demo (``--budget smoke``: every stage runs its real command with tiny step counts),
+then a second call that must reuse every stage, and the report built from the stages' own files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deltalm.demo import BUDGETS, STAGES
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def run_demo(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "deltalm.demo", "--budget", "smoke", "--run-dir", str(run_dir), *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)},
+    )
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    run_dir = tmp_path_factory.mktemp("demo") / "run"
+    proc = run_demo(run_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run_dir, proc
+
+
+def test_every_stage_ran_and_left_its_artifacts(demo):
+    run_dir, proc = demo
+    for number, stage in enumerate(STAGES, 1):
+        assert f"[demo] {number}/{len(STAGES)} {stage}: finished" in proc.stdout
+        assert json.loads((run_dir / stage / "DONE").read_text())["budget"] == "smoke"
+    assert (run_dir / "spm" / "spm.model").is_file()
+    manifest = json.loads((run_dir / "data" / "ds" / "manifest.json").read_text())
+    assert manifest["tokenizer"]["spm_size"] == BUDGETS["smoke"].spm_vocab
+    assert (run_dir / "encoder" / "xlmr" / "config.json").is_file()
+    pretrain = [
+        json.loads(line) for line in (run_dir / "pretrain" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in pretrain] == list(range(1, BUDGETS["smoke"].pretrain_steps + 1))
+    assert (run_dir / "pretrain" / "checkpoints" / "latest").read_text().strip() == "step_000000004"
+    export = json.loads((run_dir / "export" / "model" / "config.json").read_text())
+    assert export["exported_from"]["step"] == 4
+    assert "tensors bit-equal" in (run_dir / "logs" / "export.log").read_text()
+    results = json.loads((run_dir / "evaluate" / "results.json").read_text())
+    assert [r["pair"] for r in results["results"]] == ["en-de"]
+    assert results["results"][0]["n"] == BUDGETS["smoke"].test_lines
+    hyps = (run_dir / "evaluate" / results["results"][0]["hypotheses"]).read_text().splitlines()
+    assert len(hyps) == BUDGETS["smoke"].test_lines
+
+
+def test_report_is_built_from_the_run(demo):
+    run_dir, _ = demo
+    report = (run_dir / "report.md").read_text()
+    results = json.loads((run_dir / "evaluate" / "results.json").read_text())
+    bleu = results["results"][0]["scores"]["bleu"]
+    assert f"| en-de | {BUDGETS['smoke'].test_lines} | {bleu:.2f} |" in report
+    assert "stands in for InfoXLM" in report
+    png = (run_dir / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_second_call_reuses_finished_stages_and_redo_reruns(demo):
+    run_dir, _ = demo
+    before = (run_dir / "export" / "model" / "model.safetensors").stat().st_mtime_ns
+    proc = run_demo(run_dir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for number, stage in enumerate(STAGES, 1):
+        assert f"[demo] {number}/{len(STAGES)} {stage}: done before" in proc.stdout
+    assert (run_dir / "export" / "model" / "model.safetensors").stat().st_mtime_ns == before
+    proc = run_demo(run_dir, "--redo", "report")
+    assert (
+        proc.returncode == 0
+        and "8/8 report: finished" in proc.stdout
+        and "7/8 evaluate: done before" in proc.stdout
+    )
+
+
+def test_failed_stage_is_one_clear_error(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "spm").mkdir(parents=True)
+    (run_dir / "spm" / "DONE").write_text(
+        json.dumps({"budget": "smoke", "seconds": 0})
+    )  # claims done, no model
+    proc = run_demo(run_dir)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: command failed") and "Traceback" not in proc.stderr.splitlines()[0]
+    assert "logs/data.log" in proc.stderr
+    assert not (run_dir / "data" / "DONE").exists()

@@ -6,8 +6,7 @@ The model protocol (``deltalm.DeltaLM`` implements it; tests use a toy model wit
 - ``state = model.start_decoding(encoder_out, encoder_padding_mask)`` with the mask True on real tokens; the
   cross-attention keys/values are computed here, once per source;
 - ``logits, state = model.decode_step(tokens_last, state)`` with ``tokens_last`` [R, 1] → logits [R, vocab]
-  (padded embedding rows at -inf; the search masks this tensor in place); the self-attention cache grows by
-  one position;
+  (padded embedding rows at -inf); the self-attention cache grows by one position;
 - ``state.reorder(index)`` → the state with its rows gathered by ``index`` (expansion to beams, following the
   surviving hypotheses, dropping finished sentences).
 
@@ -214,22 +213,21 @@ def _search(
         logits, state = model.decode_step(tokens[:, -1:], state)
         if logits.dim() == 3:
             logits = logits[:, -1]
-        logits = logits.float()
-        # log p = logit - logsumexp over the model's whole distribution; the rules below then mask logits
-        lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-        ban_tokens(logits, [pad], vocab_size)
-        apply_min_length(logits, step, min_len, eos)
+        # log-probabilities over the model's whole distribution, then the rules mask them
+        # (torch's log_softmax is a fused kernel: faster on CPU than logsumexp alone)
+        lprobs = F.log_softmax(logits.float(), dim=-1)
+        ban_tokens(lprobs, [pad], vocab_size)
+        apply_min_length(lprobs, step, min_len, eos)
         if no_repeat_ngram_size > 0:
-            block_repeated_ngrams(logits, tokens[:, 1:], no_repeat_ngram_size)
+            block_repeated_ngrams(lprobs, tokens[:, 1:], no_repeat_ngram_size)
         if step == 0 and first_tokens is not None:
-            force_first_token(logits, first_tokens)
-        force_eos(logits, (active_max <= step).repeat_interleave(width), eos, fallback=lse[:, 0])
+            force_first_token(lprobs, first_tokens)
+        force_eos(lprobs, (active_max <= step).repeat_interleave(width), eos)
 
         # a sentence's 2*beam best candidates are among each of its rows' 2*beam best tokens
-        vocab = logits.size(1)
+        vocab = lprobs.size(1)
         row_k = min(2 * beam, vocab)
-        row_logit, row_tok = logits.topk(row_k, dim=1)
-        row_lp = row_logit - lse  # [R, row_k]
+        row_lp, row_tok = lprobs.topk(row_k, dim=1)  # [R, row_k]
         cand = (scores[:, None] + row_lp).view(n_active, width * row_k)
         cand_tok_all = row_tok.view(n_active, width * row_k)
         cand_lp_all = row_lp.view(n_active, width * row_k)

@@ -1,7 +1,7 @@
 """Search constraints applied to one step's log-probabilities, in place, before candidates are ranked.
 
-Every function takes ``lprobs`` of shape [rows, vocab] (one row per live hypothesis; log-probabilities or the
-raw logits they come from) and writes ``-inf`` into the entries a hypothesis may not choose. They follow fairseq's SequenceGenerator: the pad token is never
+Every function takes ``lprobs`` of shape [rows, vocab] (one row per live hypothesis) and writes ``-inf`` into
+the entries a hypothesis may not choose. They follow fairseq's SequenceGenerator: the pad token is never
 generated, EOS is banned before ``min_len`` tokens, EOS is forced at the maximum length, and a repeated
 n-gram is blocked. ``step`` is 0-based: step ``t`` chooses the ``t+1``-th generated token.
 """
@@ -36,23 +36,16 @@ def force_first_token(lprobs: torch.Tensor, first_token: torch.Tensor) -> None:
     lprobs.scatter_(1, first_token[:, None], keep)
 
 
-def force_eos(
-    lprobs: torch.Tensor, rows: torch.Tensor, eos: int, fallback: torch.Tensor | float = 0.0
-) -> None:
+def force_eos(lprobs: torch.Tensor, rows: torch.Tensor, eos: int) -> None:
     """Rows that reached their maximum length may only end: every token but EOS is banned.
 
-    ``rows`` is a bool mask [rows]. EOS keeps the model's score (fairseq) unless a rule banned it; then it
-    gets ``fallback`` (0 for log-probabilities, the row's logsumexp for raw logits: log-probability 0), so a
-    hypothesis at its maximum length can always end.
+    ``rows`` is a bool mask [rows]. EOS keeps the model's log-probability (fairseq) unless a rule banned it
+    (then 0 is used, so a hypothesis at its maximum length can always end).
     """
     if not bool(rows.any()):
         return
     eos_lp = lprobs[rows, eos]
-    if isinstance(fallback, torch.Tensor):
-        fallback = fallback[rows]
-    else:
-        fallback = torch.full_like(eos_lp, fallback)
-    eos_lp = torch.where(torch.isfinite(eos_lp), eos_lp, fallback)
+    eos_lp = torch.where(torch.isfinite(eos_lp), eos_lp, torch.zeros_like(eos_lp))
     lprobs[rows] = NEG_INF
     lprobs[rows, eos] = eos_lp
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,9 +72,20 @@ class Block:
     line: int  # 1-based number of the block's first line
     lines: int  # lines in the block
     nbytes: int  # raw bytes in the block
-    pre_skips: list[tuple[str, str, int]] = field(
-        default_factory=list
-    )  # reader-level skips before this block
+    pre_skips: list[tuple[str, str, int]] = field(default_factory=list)  # reader-level skips before it
+    source: str | None = None  # plain file: ``data`` is left empty and the worker reads it (no pickling)
+
+    def payload(self) -> bytes | tuple[list[bytes], list[bytes]]:
+        if self.source is None:
+            return self.data
+        fd = os.open(self.source, os.O_RDONLY)
+        try:
+            data = os.pread(fd, self.nbytes, self.offset[0])
+        finally:
+            os.close(fd)
+        if len(data) != self.nbytes:
+            raise DataPrepError(f"{self.source}: changed while being read")
+        return data
 
 
 class _Reader:
@@ -133,6 +145,7 @@ def iter_blocks(
     """
     path = Path(path)
     reader = _Reader(path)
+    plain = None if path.name.endswith(COMPRESSION_SUFFIXES) else str(path)
     try:
         if reader.skip(start_offset) != start_offset:
             raise DataPrepError(f"{path}: shorter than its recorded progress; the input changed")
@@ -155,7 +168,7 @@ def iter_blocks(
             if full and (cut if cut >= 0 else len(buf)) - start > max_record_bytes:
                 # Too long: emit the records before it, then drop it without buffering it whole.
                 if start:
-                    yield _block(bytes(buf[:start]), offset, line, skips)
+                    yield _block(bytes(buf[:start]), offset, line, skips, plain)
                     offset, line = offset + start, line + buf.count(b"\n", 0, start)
                     del buf[:start]
                 skips.append((too_long_reason, str(path), line))
@@ -179,11 +192,11 @@ def iter_blocks(
                 last = data.rfind(boundary)
                 data = data[: last + len(boundary)] if last >= 0 else b""
                 if data:
-                    block = _block(data, offset, line, skips)
+                    block = _block(data, offset, line, skips, plain)
                     yield block
                     line += block.lines
                 break
-            block = _block(data, offset, line, skips)
+            block = _block(data, offset, line, skips, plain)
             yield block
             offset, line = offset + end, line + block.lines
             del buf[:end]
@@ -193,9 +206,11 @@ def iter_blocks(
         reader.close()
 
 
-def _block(data: bytes, offset: int, line: int, skips: list) -> Block:
+def _block(data: bytes, offset: int, line: int, skips: list, plain: str | None) -> Block:
     block = Block(data=data, offset=(offset,), line=line, lines=data.count(b"\n"), nbytes=len(data))
     block.pre_skips, skips[:] = list(skips), []
+    if plain is not None:
+        block.data, block.source = b"", plain
     return block
 
 

@@ -90,7 +90,7 @@ def encode_flat(vocab: Vocabulary, texts: list, long_texts: bool = False) -> tup
 def tokenize_block(spec: TaskSpec, block: Block) -> BlockResult:
     vocab = _vocab(spec.spm_path)
     if spec.fmt == "mono":
-        recs = parse_mono(block.data, block.line, spec.max_line_bytes, spec.max_doc_bytes)
+        recs = parse_mono(block.payload(), block.line, spec.max_line_bytes, spec.max_doc_bytes)
         values, lengths = encode_flat(vocab, recs.docs, long_texts=True)
         keep = lengths > 0
         skips = list(recs.skips)
@@ -114,9 +114,9 @@ def tokenize_block(spec: TaskSpec, block: Block) -> BlockResult:
 
 def _parse_parallel(spec: TaskSpec, block: Block) -> ParallelRecords:
     if spec.fmt == "tsv":
-        return parse_tsv(block.data, block.line, spec.max_line_bytes)
+        return parse_tsv(block.payload(), block.line, spec.max_line_bytes)
     if spec.fmt == "jsonl":
-        return parse_jsonl(block.data, block.line, spec.max_line_bytes, spec.src_lang, spec.tgt_lang)
+        return parse_jsonl(block.payload(), block.line, spec.max_line_bytes, spec.src_lang, spec.tgt_lang)
     if spec.fmt == "aligned":
         src, tgt = block.data
         return parse_aligned(src, tgt, block.line)

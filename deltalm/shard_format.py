@@ -23,6 +23,12 @@ Manifest (``manifest.json``, written atomically; keys sorted)::
                  "tokens" (src + tgt), "src_tokens", "tgt_tokens", "bytes", "shards": [...], ...}},
      "languages": {"de": {"rows", "tokens"}, ...},     # totals over streams (parallel counts both sides)
      "commands": ["python -m data_prep mono ...", ...]}
+
+Written by data_prep as well (readers may ignore them): per stream ``shard_size``; per parallel shard
+``src_tokens``/``tgt_tokens``; per input ``format``, ``done``, ``rows``, ``tokens``, ``shards``,
+``bad_input`` ({counts, samples}), ``tgt_path``/``tgt_bytes``/``tgt_sha256`` for two aligned files, and
+``resume`` (null once done): the block (decompressed ``offset``, ``line``) where the last listed shard ended,
+``skip_rows`` of that block already in shards, and the bad-input counts as of that block.
 """
 
 from __future__ import annotations

@@ -275,7 +275,10 @@ def run(config: FinetuneConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import torch.distributed as dist
+
     args = parse_args(argv)
+    started_here = not (dist.is_available() and dist.is_initialized())
     try:
         config = load_finetune_config(args.config, args.set, args.task)
         summary = run(config)
@@ -283,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
-        shutdown()
+        if started_here:  # tear down only the process group this call started
+            shutdown()
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from finetune.average import main as average_main
 from finetune.averaging import AveragingError, average_checkpoints
 from finetune.metrics import CharacterTokenizer, bleu, rouge, score_all, wordnet_missing
 
@@ -82,7 +82,13 @@ def test_average_is_exact_fp64_mean(tmp_path):
     assert all(torch.equal(v, sds[0][k]) for k, v in load_file(str(tmp_path / "one.safetensors")).items())
 
 
-def test_average_refuses_mismatches_and_cli(tmp_path):
+def _cli(args: list[str], capsys) -> SimpleNamespace:
+    """``python -m finetune.average ARGS`` in-process: exit code and captured stderr."""
+    code = average_main(args)
+    return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
+
+
+def test_average_refuses_mismatches_and_cli(tmp_path, capsys):
     paths = _checkpoints(tmp_path)
     bad = tmp_path / "bad.safetensors"
     save_file(
@@ -92,31 +98,23 @@ def test_average_refuses_mismatches_and_cli(tmp_path):
     with pytest.raises(AveragingError, match="w is"):
         average_checkpoints([paths[0], bad], tmp_path / "x.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file")
-    proc = subprocess.run(
+    proc = _cli(
         [
-            sys.executable,
-            "-m",
-            "finetune.average",
             "--output",
             str(tmp_path / "o.safetensors"),
             str(paths[0]),
             str(tmp_path / "junk.safetensors"),
         ],
-        capture_output=True,
-        text=True,
+        capsys,
     )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "not a safetensors file" in proc.stderr
-    proc = subprocess.run(
+    proc = _cli(
         [
-            sys.executable,
-            "-m",
-            "finetune.average",
             "--output",
             str(tmp_path / "o.safetensors"),
             *map(str, paths),
         ],
-        capture_output=True,
-        text=True,
+        capsys,
     )
     assert proc.returncode == 0, proc.stderr
     average_checkpoints(paths, tmp_path / "api.safetensors")
@@ -127,11 +125,8 @@ def test_average_refuses_mismatches_and_cli(tmp_path):
     weights.mkdir(parents=True)
     for step, p in zip((100, 20, 300), paths, strict=True):
         (weights / f"step_{step:08d}.safetensors").write_bytes(p.read_bytes())
-    proc = subprocess.run(
+    proc = _cli(
         [
-            sys.executable,
-            "-m",
-            "finetune.average",
             "--run-dir",
             str(tmp_path / "run"),
             "--last",
@@ -139,8 +134,7 @@ def test_average_refuses_mismatches_and_cli(tmp_path):
             "--output",
             str(tmp_path / "last2.safetensors"),
         ],
-        capture_output=True,
-        text=True,
+        capsys,
     )
     assert proc.returncode == 0, proc.stderr
     expected = (load_file(str(paths[0]))["w"].double() + load_file(str(paths[2]))["w"].double()) / 2

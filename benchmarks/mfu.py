@@ -151,6 +151,7 @@ class Environment:
     shapes: str
     compile: bool
     activation_checkpointing: bool
+    notes: list[str] = field(default_factory=list)
 
 
 def gemm_ceiling_tflops(device, precision: str) -> float:
@@ -209,7 +210,7 @@ def peak_memory_gb(device) -> tuple[float, str]:
 
 
 # ---------------------------------------------------------------------------------------------- one model
-def training_config(args, model_config, run_dir: str):
+def training_config(args, model_config, run_dir: str, micro_batch: int):
     from deltalm.config_tree import validate_tree
     from deltalm.engine.config import (
         BatchConfig,
@@ -230,9 +231,7 @@ def training_config(args, model_config, run_dir: str):
         model=model_config,
         optimizer=OptimizerConfig(lr=1e-4, fused=args.optimizer),
         schedule=ScheduleConfig(kind="constant", warmup_steps=0),
-        batch=BatchConfig(
-            global_batch_size=args.micro_batch * args.accumulation, micro_batch_size=args.micro_batch
-        ),
+        batch=BatchConfig(global_batch_size=micro_batch * args.accumulation, micro_batch_size=micro_batch),
         checkpoint=CheckpointConfig(every=0, resume="never", save_final=False),
         deepspeed=DeepSpeedSection(
             config=str(template), zero_stage=args.zero_stage, precision=args.precision
@@ -250,7 +249,7 @@ def compile_deltalm_layers(model) -> None:
 
 
 def run_model(
-    name: str, model, flops_per_sample: list[float], args, rank, device, env: Environment
+    name: str, model, flops_per_sample: list[float], micro_batch: int, args, rank, device, env: Environment
 ) -> Result:
     """Warm-up + timed optimizer steps of ``model`` on the shared engine."""
     import torch
@@ -259,10 +258,8 @@ def run_model(
 
     vocab = args.model_config.vocab_size
     with tempfile.TemporaryDirectory(prefix="mfu-") as run_dir:
-        config = training_config(args, args.model_config, run_dir)
-        batches = FixedShapeBatches(
-            args.shape_list, args.micro_batch, vocab, args.seed, device.type == "cuda"
-        )
+        config = training_config(args, args.model_config, run_dir, micro_batch)
+        batches = FixedShapeBatches(args.shape_list, micro_batch, vocab, args.seed, device.type == "cuda")
         trainer = Trainer(config, model, batches, rank)
         trainer.setup()
         losses = []
@@ -289,11 +286,11 @@ def run_model(
             seconds = time.perf_counter() - started
         memory, memory_kind = peak_memory_gb(device)
         micro_batches = batches.consumed - consumed_before
-        samples = micro_batches * args.micro_batch
+        samples = micro_batches * micro_batch
         shapes = [args.shape_list[i % len(args.shape_list)] for i in range(consumed_before, batches.consumed)]
-        tokens = sum((s + t) * args.micro_batch for s, t in shapes)
+        tokens = sum((s + t) * micro_batch for s, t in shapes)
         flops = sum(
-            flops_per_sample[i % len(args.shape_list)] * args.micro_batch
+            flops_per_sample[i % len(args.shape_list)] * micro_batch
             for i in range(consumed_before, batches.consumed)
         )
         trainer.metrics.close()
@@ -304,7 +301,7 @@ def run_model(
         model=name,
         params_m=round(params, 2),
         flops_per_sample_g=sum(flops_per_sample) / len(flops_per_sample) / 1e9,
-        micro_batch=args.micro_batch,
+        micro_batch=micro_batch,
         accumulation=args.accumulation,
         steps=args.steps,
         step_ms=seconds / args.steps * 1000,
@@ -357,6 +354,7 @@ def format_table(env: Environment, results: list[Result]) -> str:
             f"{pct(r.mfu_ceiling)} | {pct(r.mfu_datasheet)} | {r.peak_memory_gb:.2f} ({r.memory_kind}) | "
             f"{r.wait_fraction * 100:.2f}% | {loss} |"
         )
+    lines += [f"note: {n}" for n in env.notes]
     if len(results) == 2 and results[1].samples_per_s > 0:
         lines += [
             "",
@@ -379,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed optimizer steps first")
     p.add_argument("--shapes", default="span", help="span | translation | mixed | S/T[,S/T...]")
     p.add_argument("--peer", default="mt5", choices=["mt5", "none"])
+    p.add_argument(
+        "--peer-micro-batch", type=int, default=0, help="the peer's micro-batch (0 = --micro-batch)"
+    )
     p.add_argument("--peak-tflops", type=float, default=0.0, help="datasheet peak override (TFLOP/s)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", help="also write the results here")
@@ -406,8 +407,8 @@ def resolve(args) -> None:
     for name in ("micro_batch", "accumulation", "steps", "max_micro_batch", "vocab_multiple"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0 or args.peak_tflops < 0 or args.loss_chunk_size < 0:
-        raise UsageError("--warmup, --peak-tflops and --loss-chunk-size must be >= 0")
+    if args.warmup < 0 or args.peak_tflops < 0 or args.loss_chunk_size < 0 or args.peer_micro_batch < 0:
+        raise UsageError("--warmup, --peak-tflops, --loss-chunk-size and --peer-micro-batch must be >= 0")
     args.shape_list = parse_shapes(args.shapes)
     args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.precision == "auto":
@@ -495,14 +496,14 @@ def _benchmark(args, rank) -> tuple[Environment, list[Result]]:
     if args.compile:
         compile_deltalm_layers(model)
     ours = [training_flops_per_sample(config, s, t) for s, t in args.shape_list]
-    results.append(run_model(f"deltalm-{args.preset}", model, ours, args, rank, device, env))
+    results.append(
+        run_model(f"deltalm-{args.preset}", model, ours, args.micro_batch, args, rank, device, env)
+    )
     del model
     if args.peer == "mt5":
         from benchmarks.hf_peer import MT5Peer, matched_mt5_config, mt5_flops_of
 
-        # matched at the first shape; the FLOPs of every shape are the peer's own count
-        s0, t0 = args.shape_list[0]
-        peer_config = matched_mt5_config(config, s0, t0)
+        peer_config = matched_mt5_config(config, args.shape_list)  # equal mean FLOPs over the shape cycle
         torch.manual_seed(args.seed)
         peer = MT5Peer(peer_config)
         if args.compile:
@@ -510,17 +511,15 @@ def _benchmark(args, rank) -> tuple[Environment, list[Result]]:
         if args.activation_checkpointing:
             peer.enable_activation_checkpointing()
         flops = [mt5_flops_of(peer_config, s, t) for s, t in args.shape_list]
-        results.append(
-            run_model(
-                f"hf-mt5 (d_ff {peer_config.d_ff}, {peer.hf.config._attn_implementation})",
-                peer,
-                flops,
-                args,
-                rank,
-                device,
-                env,
-            )
-        )
+        name = f"hf-mt5 (d_ff {peer_config.d_ff}, {peer.hf.config._attn_implementation})"
+        micro = args.peer_micro_batch or args.micro_batch
+        try:
+            results.append(run_model(name, peer, flops, micro, args, rank, device, env))
+        except RuntimeError as exc:
+            if not is_oom(exc):
+                raise
+            # full [B, T, 250k] logits: the peer can run out of memory where DeltaLM fits
+            env.notes.append(f"{name}: out of memory at micro-batch {micro} (try --peer-micro-batch)")
     return env, results
 
 

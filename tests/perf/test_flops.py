@@ -86,7 +86,7 @@ def test_six_n_d_from_the_module_tree():
 def test_mt5_formula_equals_torch_op_count():
     config = DeltaLMConfig.preset("tiny", vocab_size=1000, dropout=0.0)
     s, t = 40, 12
-    peer_config = matched_mt5_config(config, s, t)
+    peer_config = matched_mt5_config(config, [(s, t)])
     peer_config._attn_implementation = "eager"  # plain matmuls, which the op counter sees exactly
     torch.manual_seed(0)
     peer = MT5Peer(peer_config)
@@ -100,7 +100,7 @@ def test_mt5_formula_equals_torch_op_count():
 @pytest.mark.parametrize("shape", [(512, 114), (512, 512), (64, 16)])
 def test_peer_has_equal_flops_per_sample(preset, shape):
     config = DeltaLMConfig.preset(preset)
-    peer = matched_mt5_config(config, *shape)
+    peer = matched_mt5_config(config, [shape])
     ours = training_flops_per_sample(config, *shape)
     assert abs(mt5_flops_of(peer, *shape) / ours - 1) < 0.01
     assert (peer.d_model, peer.num_heads, peer.vocab_size) == (
@@ -112,7 +112,7 @@ def test_peer_has_equal_flops_per_sample(preset, shape):
 
 
 def test_base_peer_at_paper_shapes_is_golden():
-    peer = matched_mt5_config(DeltaLMConfig.preset("base"), 512, 114)
+    peer = matched_mt5_config(DeltaLMConfig.preset("base"), [(512, 114)])
     assert peer.d_ff == 1664 and peer.is_gated_act and peer.tie_word_embeddings
 
 

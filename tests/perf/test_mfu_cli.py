@@ -40,10 +40,13 @@ def test_tiny_run_prints_the_table_and_writes_json(tmp_path, capsys):
     shapes = [(40, 12), (40, 24)]
     expected = sum(training_flops_per_sample(config, s, t) for s, t in shapes) / 2 / 1e9
     assert ours["flops_per_sample_g"] == pytest.approx(expected, rel=1e-9)
-    peer_config = matched_mt5_config(config, 40, 12)
+    peer_config = matched_mt5_config(config, shapes)
     assert peer["flops_per_sample_g"] == pytest.approx(
         sum(mt5_flops_of(peer_config, s, t) for s, t in shapes) / 2 / 1e9, rel=1e-9
     )
+    assert peer["flops_per_sample_g"] == pytest.approx(
+        ours["flops_per_sample_g"], rel=0.01
+    )  # equal-FLOPs peer
     for r in (ours, peer):
         assert r["steps"] == 2 and r["micro_batch"] == 2 and len(r["losses"]) == 2
         assert all(math.isfinite(x) for x in r["losses"])

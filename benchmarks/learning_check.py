@@ -78,14 +78,24 @@ def train_spm(out: Path, langs: list[str], vocab_size: int) -> Path:
     return out / "spm.model"
 
 
-def config_for(args, work: Path, spm: Path, init: dict, name: str) -> dict:
+def pretrained_architecture(path: str) -> dict:
+    """The model section of a pretrained directory (config.json) or run directory (config.yaml)."""
+    directory = Path(path)
+    if (directory / "config.json").is_file():
+        model = json.loads((directory / "config.json").read_text(encoding="utf-8"))["model"]
+    else:
+        model = yaml.safe_load((directory / "config.yaml").read_text(encoding="utf-8"))["model"]
+    return {k: v for k, v in model.items() if k not in ("dropout", "attention_dropout", "activation_dropout")}
+
+
+def config_for(args, work: Path, spm: Path, init: dict, name: str, model: dict) -> dict:
     files = lambda split: [  # noqa: E731
         {"path": str(work / "data" / f"{split}.en-{x}.jsonl.gz"), "src_lang": "en", "tgt_lang": x}
         for x in args.langs
     ]
     return {
         "run": {"run_dir": str(work / name), "max_steps": args.steps, "seed": 1, "log_every": 50},
-        "model": {"preset": "tiny"},
+        "model": model,
         "init": init,
         "optimizer": {"lr": args.lr},
         "schedule": {"kind": "inverse_sqrt", "warmup_steps": args.warmup},
@@ -154,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     if not spm.is_file():
         print(f"error: SentencePiece model not found: {spm} (give --spm)", file=sys.stderr)
         return 2
+    # the same architecture for both runs: the pre-trained model's, else the tiny preset
+    model = pretrained_architecture(args.pretrained) if args.pretrained else {"preset": "tiny"}
     inits = {"random": {"kind": "none", "path": ""}}
     if args.pretrained:
         inits["pretrained"] = {"kind": "pretrained", "path": args.pretrained}
@@ -164,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "torch": torch.__version__,
         "deepspeed": deepspeed.__version__,
+        "model": model,
         "runs": {},
     }
     for name, init in inits.items():
         cfg_path = work / f"{name}.yaml"
-        cfg_path.write_text(yaml.safe_dump(config_for(args, work, spm, init, name)), encoding="utf-8")
+        cfg_path.write_text(yaml.safe_dump(config_for(args, work, spm, init, name, model)), encoding="utf-8")
         config = load_finetune_config(str(cfg_path), [])
         started = time.perf_counter()
         run(config)

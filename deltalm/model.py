@@ -162,6 +162,7 @@ class DeltaLM(nn.Module):
             label_smoothing=label_smoothing,
             chunk_size=self.config.loss_chunk_size,
             valid_vocab=self.config.vocab_size,
+            fused=self.config.loss_fused,
         )
         return LossOutput(loss_sum=loss_sum, nll_sum=nll_sum, num_tokens=keep.sum())
 

@@ -41,6 +41,7 @@ class DeltaLMConfig:
     attention_backend: Literal["sdpa", "math"] = "sdpa"
     fused_qkv: bool = True
     loss_chunk_size: int = 1024  # tokens per chunk of the chunked cross-entropy (peak: chunk x vocab floats)
+    loss_fused: bool = False  # torch.compile the chunked loss's elementwise passes (GPU fast path)
 
     # ------------------------------------------------------------------ presets
     @classmethod

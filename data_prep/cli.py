@@ -16,7 +16,7 @@ from deltalm.shard_format import mono_schema, parallel_schema, stream_name
 from .errors import DataPrepError, describe_os_error
 from .readers import base_suffix, check_input
 
-DEFAULT_SHARD_SIZE = 256 << 20
+DEFAULT_SHARD_SIZE = 64 << 20
 MAX_SHARD_SIZE = 1 << 30  # int32 list offsets: keep a shard well below 2**31 tokens
 
 
@@ -59,7 +59,7 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
         help="tokenizer processes (default: all cores)",
     )
     p.add_argument(
-        "--shard-size", type=_size, default=DEFAULT_SHARD_SIZE, help="shard payload bytes (default 256M)"
+        "--shard-size", type=_size, default=DEFAULT_SHARD_SIZE, help="shard payload bytes (default 64M)"
     )
     p.add_argument(
         "--on-error", choices=("skip", "fail"), default="skip", help="bad input: count and skip, or stop"

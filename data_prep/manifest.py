@@ -100,6 +100,13 @@ class Dataset:
             raise DataPrepError(f"output directory is not writable: {self.root}")
         self._stream_lock = _flock(self.root / f".{stream_name}.lock", blocking=False)
         self._stream_lock.__enter__()
+        try:
+            self._open(tokenizer, stream_name, stream_template)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, tokenizer: dict, stream_name: str, stream_template: dict) -> None:
         with self._dir_lock():
             manifest = self._load()
             if manifest is None:

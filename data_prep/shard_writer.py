@@ -57,13 +57,17 @@ class ShardWriter:
         self.names = list(schema.names)
         self.shard_size = shard_size
         self.next_index = next_index
-        self._pending: list[dict[str, tuple[np.ndarray, np.ndarray]]] = []
+        # One growable buffer per column, reused shard after shard: the pending shard is held once (no
+        # concatenation copy at write time) and untouched capacity costs no memory, so peak RSS is about one
+        # shard whatever the input size.
+        self._columns = {name: _ColumnBuffer(shard_size // 4) for name in self.names}
+        self._pending_rows = 0
         self._pending_bytes = 0
         self._written = 0
 
     @property
     def has_pending(self) -> bool:
-        return bool(self._pending)
+        return self._pending_rows > 0
 
     def add(self, result: BlockResult, on_shard: Callable[[ShardInfo], None]) -> int:
         """Add a block's rows; ``on_shard`` is called with each shard as soon as it is durable on disk.
@@ -80,29 +84,32 @@ class ShardWriter:
             cum = self._pending_bytes + np.cumsum(row_bytes[start:])
             hit = int(np.searchsorted(cum, self.shard_size, side="left"))
             if hit >= n - start:  # the rest of the block fits below the shard size
-                self._pending.append(_slice(cols, self.names, start, n))
+                self._append(cols, start, n)
                 self._pending_bytes = int(cum[-1])
                 break
             end = start + hit + 1
-            self._pending.append(_slice(cols, self.names, start, end))
+            self._append(cols, start, end)
             on_shard(self._write(rows_into_block=end))
             shards += 1
             start = end
         return shards
 
+    def _append(self, cols: dict[str, tuple[np.ndarray, np.ndarray]], start: int, end: int) -> None:
+        for name, (values, lengths) in _slice(cols, self.names, start, end).items():
+            self._columns[name].append(values, lengths)
+        self._pending_rows += end - start
+
     def flush(self, rows_into_block: int = 0) -> ShardInfo | None:
-        return self._write(rows_into_block) if self._pending else None
+        return self._write(rows_into_block) if self._pending_rows else None
 
     def _write(self, rows_into_block: int) -> ShardInfo:
         arrays, column_tokens = [], {}
         for name in self.names:
-            values = np.concatenate([p[name][0] for p in self._pending]).astype(np.int32, copy=False)
-            lengths = np.concatenate([p[name][1] for p in self._pending])
+            values, lengths = self._columns[name].view()
             offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
             np.cumsum(lengths, out=offsets[1:])
             arrays.append(pa.ListArray.from_arrays(_int32_array(offsets), _int32_array(values)))
             column_tokens[name] = int(len(values))
-        self._pending, self._pending_bytes = [], 0
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         name = shard_file_name(self.next_index)
         rel = f"{self.stream}/{name}"
@@ -122,18 +129,49 @@ class ShardWriter:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise describe_os_error(exc, f"cannot write shard {final}") from None
+        del arrays, batch
+        for column in self._columns.values():
+            column.clear()
+        self._pending_rows, self._pending_bytes = 0, 0
         self.next_index += 1
         self._written += 1
         _maybe_kill(self._written)
         return ShardInfo(
             path=rel,
-            rows=batch.num_rows,
+            rows=len(offsets) - 1,
             tokens=sum(column_tokens.values()),
             bytes=nbytes,
             sha256=digest,
             column_tokens=column_tokens,
             rows_into_block=rows_into_block,
         )
+
+
+class _ColumnBuffer:
+    """Token values of the pending shard in one int32 buffer (doubling when a long row overflows it)."""
+
+    def __init__(self, capacity: int):
+        self.values = np.empty(max(capacity, 1024), dtype=np.int32)
+        self.size = 0
+        self.lengths: list[np.ndarray] = []
+
+    def append(self, values: np.ndarray, lengths: np.ndarray) -> None:
+        end = self.size + len(values)
+        if end > len(self.values):
+            grown = np.empty(max(end, 2 * len(self.values)), dtype=np.int32)
+            grown[: self.size] = self.values[: self.size]
+            self.values = grown
+        self.values[self.size : end] = values
+        self.size = end
+        self.lengths.append(lengths)
+
+    def view(self) -> tuple[np.ndarray, np.ndarray]:
+        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, dtype=np.int64)
+        return self.values[: self.size], lengths
+
+    def clear(self) -> None:
+        self.size = 0
+        self.lengths = []
 
 
 def _int32_array(values: np.ndarray) -> pa.Array:

@@ -181,3 +181,19 @@ def test_full_disk_leaves_no_partial_shard(spm_model, tmp_path, monkeypatch):
     build(tmp_path / "ds", spm_model, "--workers", "1")  # rerun finishes
     rc, _, err = run_cli("verify", tmp_path / "ds")
     assert rc == 0, err
+
+
+def test_a_second_writer_of_the_same_stream_is_refused(spm_model, tmp_path):
+    import fcntl
+
+    out = tmp_path / "ds"
+    out.mkdir()
+    with open(out / ".de.lock", "w") as held:  # what a running `mono --lang de` holds
+        fcntl.flock(held, fcntl.LOCK_EX)
+        rc, _, err = run_cli("mono", "--spm", spm_model, "--lang", "de", "--output", out, "--no-progress",
+                             SAMPLE / "mono" / "de.txt.gz")  # fmt: skip
+        assert rc == 2 and err.count("\n") == 1 and "another data_prep process" in err
+        build(
+            out, spm_model, "--workers", "1", lang="en", inputs=(SAMPLE / "mono" / "en.txt.gz",)
+        )  # other stream: fine
+    assert sorted(load_manifest(out)["streams"]) == ["en"]

@@ -388,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fused-qkv", action="store_true")
     p.add_argument("--vocab-multiple", type=int, default=64, help="pad the vocabulary to this multiple")
     p.add_argument("--loss-chunk-size", type=int, default=0, help="0 = the preset's")
+    p.add_argument(
+        "--fused-loss", action="store_true", help="torch.compile the chunked loss's elementwise passes"
+    )
     p.add_argument("--optimizer", default="auto", choices=["auto", "torch", "deepspeed", "none"])
     p.add_argument("--dropout", type=float, default=None, help="override the preset's dropout")
     # memory search
@@ -420,6 +423,7 @@ def resolve(args) -> None:
         attention_backend=args.attention,
         fused_qkv=not args.no_fused_qkv,
         activation_checkpointing=args.activation_checkpointing,
+        loss_fused=args.fused_loss,
     )
     if args.loss_chunk_size:
         overrides["loss_chunk_size"] = args.loss_chunk_size
@@ -526,12 +530,20 @@ def _benchmark(args, rank) -> tuple[Environment, list[Result]]:
 def probe_command(args, micro_batch: int) -> list[str]:
     command = [sys.executable, str(Path(__file__).resolve()), "--probe", "--peer", "none"]
     command += ["--steps", "1", "--warmup", "1", "--micro-batch", str(micro_batch)]
-    for flag in ("preset", "zero_stage", "precision", "shapes", "attention", "vocab_multiple", "optimizer"):
+    for flag in (
+        "preset",
+        "zero_stage",
+        "precision",
+        "shapes",
+        "attention",
+        "vocab_multiple",
+        "optimizer",
+        "loss_chunk_size",
+    ):
         command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    if args.compile:
-        command.append("--compile")
-    if args.activation_checkpointing:
-        command.append("--activation-checkpointing")
+    for flag in ("compile", "activation_checkpointing", "fused_loss", "no_fused_qkv"):
+        if getattr(args, flag):
+            command.append(f"--{flag.replace('_', '-')}")
     return command
 
 

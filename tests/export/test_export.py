@@ -28,16 +28,6 @@ pytestmark = pytest.mark.slow
 REPO = fixtures.REPO
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    return fixtures.train_runs(tmp_path_factory.mktemp("runs"))
-
-
-@pytest.fixture(scope="module")
-def spm(tmp_path_factory) -> Path:
-    return fixtures.train_spm(tmp_path_factory.mktemp("spm"))
-
-
 def reference(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "reference_fp32.safetensors"))
 

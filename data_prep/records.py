@@ -23,6 +23,19 @@ class MonoRecords:
     docs: list[str | bytes] = field(default_factory=list)  # kept documents, paragraphs joined by a space
     doc_first_line: list[int] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
+    first_line: int = 0  # fast path: line numbers are derived from raw_docs on demand
+    raw_docs: list[bytes] | None = None
+
+    def line_of(self, i: int) -> int:
+        """1-based line number of kept document ``i``."""
+        if self.raw_docs is None:
+            return self.doc_first_line[i]
+        if len(self.doc_first_line) != len(self.raw_docs):
+            line, self.doc_first_line = self.first_line, []
+            for doc in self.raw_docs:
+                self.doc_first_line.append(line)
+                line += doc.count(b"\n") + 2
+        return self.doc_first_line[i]
 
 
 @dataclass
@@ -91,15 +104,14 @@ def _parse_mono_fast(
     if not body:
         return out
     docs = body.split(b"\n\n")
-    line = first_line
-    line_limit = max_line_bytes
-    for doc in docs:
-        if len(doc) + 1 > max_doc_bytes:
-            return None
-        if len(doc) > line_limit and max(map(len, doc.split(b"\n"))) > max_line_bytes:
-            return None
-        out.doc_first_line.append(line)
-        line += doc.count(b"\n") + 2
+    longest = max(map(len, docs))
+    if longest + 1 > max_doc_bytes:
+        return None
+    if longest > max_line_bytes and any(
+        len(doc) > max_line_bytes and max(map(len, doc.split(b"\n"))) > max_line_bytes for doc in docs
+    ):
+        return None
+    out.first_line, out.raw_docs = first_line, docs  # line numbers only computed if a skip needs them
     out.docs = [doc.replace(b"\n", b" ") for doc in docs]
     return out
 

@@ -95,7 +95,7 @@ def tokenize_block(spec: TaskSpec, block: Block) -> BlockResult:
         keep = lengths > 0
         skips = list(recs.skips)
         if not keep.all():  # e.g. only characters that normalization removes
-            skips += [("empty_document", recs.doc_first_line[i]) for i in np.flatnonzero(~keep)]
+            skips += [("empty_document", recs.line_of(int(i))) for i in np.flatnonzero(~keep)]
             lengths = lengths[keep]
         skips.sort(key=lambda s: s[1])
         return BlockResult({"tokens": (values, lengths)}, skips, block.nbytes)

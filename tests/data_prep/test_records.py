@@ -21,7 +21,8 @@ def test_fast_and_loop_parsers_agree(monkeypatch):
     for data, f in zip(cases, fast, strict=True):
         if f is not None:
             slow = records.parse_mono(data, 5, 1 << 20, 1 << 20)
-            assert (f.docs, f.doc_first_line, f.skips) == (slow.docs, slow.doc_first_line, slow.skips), data
+            lines = [f.line_of(i) for i in range(len(f.docs))]
+            assert (f.docs, lines, f.skips) == (slow.docs, slow.doc_first_line, slow.skips), data
 
 
 def test_unclean_blocks_take_the_exact_path():
@@ -32,4 +33,4 @@ def test_unclean_blocks_take_the_exact_path():
         out.docs == [b"a b", b"c"] and out.doc_first_line == [1, 4] and out.skips == [("empty_document", 6)]
     )
     fast = records.parse_mono(b"a\nb\n\nc\n\n", 7, 1 << 20, 1 << 20)
-    assert fast.docs == [b"a b", b"c"] and fast.doc_first_line == [7, 10] and fast.skips == []
+    assert fast.docs == [b"a b", b"c"] and [fast.line_of(0), fast.line_of(1)] == [7, 10] and fast.skips == []

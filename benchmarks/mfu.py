@@ -199,11 +199,12 @@ def _nvidia_driver() -> str:
         return "?"
 
 
-def peak_memory_gb(device) -> tuple[float, str]:
+def peak_memory_gb(device, resident: int = 0) -> tuple[float, str]:
+    """Peak memory of the timed steps (CUDA: max allocated minus ``resident`` bytes held before the model)."""
     import torch
 
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30, "cuda max allocated"
+        return (torch.cuda.max_memory_allocated(device) - resident) / 2**30, "cuda max allocated"
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process peak RSS"
@@ -257,12 +258,13 @@ def run_model(
     from deltalm.engine.trainer import Trainer
 
     vocab = args.model_config.vocab_size
+    # memory held before this model (e.g. anything the previous model's engine left) is not its own
+    resident = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     with tempfile.TemporaryDirectory(prefix="mfu-") as run_dir:
         config = training_config(args, args.model_config, run_dir, micro_batch)
         batches = FixedShapeBatches(args.shape_list, micro_batch, vocab, args.seed, device.type == "cuda")
         trainer = Trainer(config, model, batches, rank)
         trainer.setup()
-        losses = []
         for _ in range(args.warmup):
             trainer.train_step()
         if device.type == "cuda":
@@ -277,14 +279,14 @@ def run_model(
         started = time.perf_counter()
         for _ in range(args.steps):
             trainer.train_step()
-            losses.append(_last_loss(trainer))
         if cuda:
             end.record()
             torch.cuda.synchronize()
             seconds = start.elapsed_time(end) / 1000
         else:
             seconds = time.perf_counter() - started
-        memory, memory_kind = peak_memory_gb(device)
+        memory, memory_kind = peak_memory_gb(device, resident)
+        losses = _timed_losses(Path(run_dir), args.steps)
         micro_batches = batches.consumed - consumed_before
         samples = micro_batches * micro_batch
         shapes = [args.shape_list[i % len(args.shape_list)] for i in range(consumed_before, batches.consumed)]
@@ -321,13 +323,12 @@ def run_model(
     return result
 
 
-def _last_loss(trainer) -> float:
-    path = Path(trainer.config.run.run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return float("nan")
-    last = path.read_text(encoding="utf-8").splitlines()[-1]
-    value = json.loads(last).get("loss")
-    return float(value) if isinstance(value, (int, float)) else float("nan")
+def _timed_losses(run_dir: Path, steps: int) -> list[float]:
+    """The loss of each timed step, from the engine's metrics.jsonl (NaN for a skipped step)."""
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    values = [json.loads(line).get("loss") for line in lines[-steps:]]
+    return [float(v) if isinstance(v, (int, float)) else float("nan") for v in values]
 
 
 # ---------------------------------------------------------------------------------------------- report

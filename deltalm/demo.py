@@ -331,6 +331,9 @@ class Demo:
                 "name": "translation",
                 "spm_model": str(self.spm_model),
                 **self._task_files(),
+                # the tiny preset's position table holds 128 tokens (finetune's defaults are 256)
+                "max_source_length": 128,
+                "max_target_length": 128,
                 "validate_every": b.validate_every,
                 "valid_max_examples": b.valid_examples,
                 "average_last": 3,

@@ -4,7 +4,7 @@
         [--steps 3] [--source-len 64] [--target-len 16] [--micro-batch 2] [--checkpoint-preset base]
         [--json OUT.json]
 
-One process (world size 1), synthetic batches of fixed shape (deltalm/engine/synthetic_batches.py), fp32, the
+Each configuration runs in its own process (world size 1; memory is returned between them), synthetic batches of fixed shape (deltalm/engine/synthetic_batches.py), fp32, the
 real Trainer (guard, token normalization, metrics). The first step of each configuration is warm-up and not
 counted. The base preset on CPU needs a short sequence (64 source / 16 target tokens by default) to finish in
 minutes. Checkpoint timing: the full commit protocol (DeepSpeed save, manifest with sha256 of every file,
@@ -19,6 +19,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -110,6 +111,38 @@ def time_checkpoint(args, preset: str, stage: int, work: Path) -> dict:
     }
 
 
+def run_one(args, kind: str, preset: str, stage: int) -> dict:
+    """Measure one configuration in this process (the child side of :func:`spawn`)."""
+    init_process_group(discover(), timeout_s=600)
+    work = Path(tempfile.mkdtemp(prefix="engine_bench_"))
+    try:
+        if kind == "steps":
+            return time_steps(args, preset, stage, work)
+        return time_checkpoint(args, preset, stage, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutdown()
+
+
+def spawn(argv: list[str], kind: str, preset: str, stage: int) -> dict:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
+    }
+    proc = subprocess.run(
+        [sys.executable, __file__, *argv, "--one", f"{kind}:{preset}:{stage}"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        why = "killed (SIGKILL: out of memory?)" if proc.returncode == -9 else f"exit {proc.returncode}"
+        tail = proc.stderr.strip().splitlines()[-1:] or [""]
+        print(f"{kind} {preset} ZeRO-{stage} failed: {why} {tail[0][:300]}", file=sys.stderr, flush=True)
+        return {"preset": preset, "zero_stage": stage, "error": why}
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -124,23 +157,25 @@ def main() -> int:
     parser.add_argument("--checkpoint-preset", default="base", choices=["tiny", "base", "none"])
     parser.add_argument("--checkpoint-stage", type=int, default=0)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: KIND:PRESET:STAGE in this process
     args = parser.parse_args()
-
-    init_process_group(discover(), timeout_s=600)
-    work = Path(tempfile.mkdtemp(prefix="engine_bench_"))
+    if args.one:
+        kind, preset, stage = args.one.split(":")
+        print("RESULT " + json.dumps(run_one(args, kind, preset, int(stage))), flush=True)
+        return 0
+    argv = list(sys.argv[1:])
+    if "--json" in argv:  # the children report on stdout; only this process writes the file
+        at = argv.index("--json")
+        del argv[at : at + 2]
     results = {"steps": [], "checkpoint": None}
-    try:
-        for preset in args.presets:
-            for stage in args.stages:
-                row = time_steps(args, preset, stage, work)
-                results["steps"].append(row)
-                print(json.dumps(row), flush=True)
-        if args.checkpoint_preset != "none":
-            results["checkpoint"] = time_checkpoint(args, args.checkpoint_preset, args.checkpoint_stage, work)
-            print(json.dumps(results["checkpoint"]), flush=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        shutdown()
+    for preset in args.presets:
+        for stage in args.stages:
+            row = spawn(argv, "steps", preset, stage)
+            results["steps"].append(row)
+            print(json.dumps(row), flush=True)
+    if args.checkpoint_preset != "none":
+        results["checkpoint"] = spawn(argv, "checkpoint", args.checkpoint_preset, args.checkpoint_stage)
+        print(json.dumps(results["checkpoint"]), flush=True)
     results["machine"] = {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
@@ -150,11 +185,14 @@ def main() -> int:
     }
     print("\n| preset | params (M) | ZeRO | step (s) | samples/s | tokens/s |\n|---|---|---|---|---|---|")
     for r in results["steps"]:
+        if "error" in r:
+            print(f"| {r['preset']} | | {r['zero_stage']} | {r['error']} | | |")
+            continue
         print(
             f"| {r['preset']} | {r['params_m']} | {r['zero_stage']} | {r['step_s']} | {r['samples_per_s']} "
             f"| {r['tokens_per_s']} |"
         )
-    if results["checkpoint"]:
+    if results["checkpoint"] and "error" not in results["checkpoint"]:
         c = results["checkpoint"]
         print(
             f"\ncheckpoint {c['preset']} ZeRO-{c['zero_stage']}: {c['gb']} GB, save {c['save_s']} s, "

@@ -132,9 +132,22 @@ def init_process_group(info: RankInfo, *, timeout_s: int, cpu_shm_comm: bool = F
         # DeepSpeed's CPU accelerator JIT-compiles a shared-memory allreduce on first start (~60 s); the gloo
         # path gives the same results, so tests and CI skip the build unless asked for.
         ds_torch_comm.build_shm_op = lambda: None
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != "cpu":
+        get_accelerator().set_device(info.local_rank)  # NCCL collectives before deepspeed.initialize need it
     deepspeed.init_distributed(
         dist_backend=None, timeout=datetime.timedelta(seconds=timeout_s), auto_mpi_discovery=False
     )
+
+
+def collective_device():
+    """The device collectives run on: the rank's accelerator (NCCL needs it), else the CPU (gloo)."""
+    import torch
+    from deepspeed.accelerator import get_accelerator
+
+    name = get_accelerator().device_name()
+    return torch.device("cpu") if name == "cpu" else torch.device(get_accelerator().current_device_name())
 
 
 def shutdown() -> None:

@@ -26,7 +26,7 @@ from torch import nn
 from deltalm.config_tree import dump_yaml, to_dict
 from deltalm.engine.checkpoint import CheckpointError, CheckpointStore
 from deltalm.engine.config import TrainingConfig
-from deltalm.engine.distributed import RankInfo
+from deltalm.engine.distributed import RankInfo, collective_device
 from deltalm.engine.ds_config import build_ds_config, precision_of, uses_basic_optimizer, zero_stage_of
 from deltalm.engine.flops import device_peak_tflops, mfu, training_flops_per_sample
 from deltalm.engine.metrics import MetricsLogger
@@ -214,7 +214,7 @@ class Trainer:
                 manifest = self.store.verify(tag)
         except CheckpointError as exc:
             error = str(exc)
-        failed = _all_reduce([1.0 if error else 0.0], torch.device("cpu"))[0]
+        failed = _all_reduce([1.0 if error else 0.0], collective_device())[0]
         if failed:
             raise CheckpointError(error or "another rank found the checkpoint to resume from corrupted")
         if tag is None and mode == "require":

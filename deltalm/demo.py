@@ -71,7 +71,7 @@ BUDGETS = {
     ),
     "small": Budget(
         "small", mono_langs=ALL_MONO, pairs=("de", "fr"), spm_vocab=2000, spm_sentences=20000, encoder_steps=300,
-        pretrain_steps=300, finetune_steps=400, validate_every=100, test_lines=0, beam=5, valid_examples=100,
+        pretrain_steps=600, finetune_steps=2500, validate_every=500, test_lines=0, beam=5, valid_examples=100,
     ),
     "full": Budget(
         "full", mono_langs=ALL_MONO, pairs=("de", "fr"), spm_vocab=4000, spm_sentences=100000, encoder_steps=1500,
@@ -145,12 +145,18 @@ class Demo:
         if not marker.is_file():
             return None
         info = json.loads(marker.read_text(encoding="utf-8"))
-        return info if info.get("budget") == self.budget.name else None
+        # a stage done under other budget numbers is not reused (changing a step count re-runs from there)
+        return info if info.get("budget_settings") == asdict(self.budget) else None
 
     def mark_done(self, stage: str, seconds: float, **info) -> None:
         marker = self.stage_dir(stage) / DONE
         marker.parent.mkdir(parents=True, exist_ok=True)
-        data = {**info, "budget": self.budget.name, "seconds": round(seconds, 1)}
+        data = {
+            **info,
+            "budget": self.budget.name,
+            "budget_settings": asdict(self.budget),
+            "seconds": round(seconds, 1),
+        }
         marker.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
     def forget(self, stage: str) -> None:

@@ -3,6 +3,7 @@ then a second call that must reuse every stage, and the report built from the st
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -40,6 +41,9 @@ def test_every_stage_ran_and_left_its_artifacts(demo):
     for number, stage in enumerate(STAGES, 1):
         assert f"[demo] {number}/{len(STAGES)} {stage}: finished" in proc.stdout
         assert json.loads((run_dir / stage / "DONE").read_text())["budget"] == "smoke"
+    # a stage done with other budget numbers is not reused
+    marker = json.loads((run_dir / "report" / "DONE").read_text())
+    assert marker["budget_settings"] == dataclasses.asdict(BUDGETS["smoke"])
     assert (run_dir / "spm" / "spm.model").is_file()
     manifest = json.loads((run_dir / "data" / "ds" / "manifest.json").read_text())
     assert manifest["tokenizer"]["spm_size"] == BUDGETS["smoke"].spm_vocab
@@ -89,9 +93,8 @@ def test_second_call_reuses_finished_stages_and_redo_reruns(demo):
 def test_failed_stage_is_one_clear_error(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "spm").mkdir(parents=True)
-    (run_dir / "spm" / "DONE").write_text(
-        json.dumps({"budget": "smoke", "seconds": 0})
-    )  # claims done, no model
+    settings = dataclasses.asdict(BUDGETS["smoke"])  # a marker that claims the stage is done, but no model
+    (run_dir / "spm" / "DONE").write_text(json.dumps({"budget_settings": settings, "seconds": 0}))
     proc = run_demo(run_dir)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: command failed") and "Traceback" not in proc.stderr.splitlines()[0]

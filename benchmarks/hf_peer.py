@@ -142,10 +142,10 @@ class MT5Peer(nn.Module):
         loss_sum = (nll * keep.reshape(-1)).sum()
         return LossOutput(loss_sum=loss_sum, nll_sum=loss_sum.detach(), num_tokens=keep.sum())
 
-    def compile_layers(self) -> None:
+    def compile_layers(self, backend: str = "inductor") -> None:
         """``torch.compile`` each T5 block in place (parameter names unchanged), as done for DeltaLM's layers."""
         for block in [*self.hf.encoder.block, *self.hf.decoder.block]:
-            block.compile(dynamic=False)
+            block.compile(dynamic=False, backend=backend)
 
     def enable_activation_checkpointing(self) -> None:
         self.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -243,10 +243,10 @@ def training_config(args, model_config, run_dir: str, micro_batch: int):
     return config
 
 
-def compile_deltalm_layers(model) -> None:
+def compile_deltalm_layers(model, backend: str = "inductor") -> None:
     """``torch.compile`` every encoder layer and decoder block in place (static shapes; names unchanged)."""
     for layer in [*model.encoder.layers, *model.decoder.layers]:
-        layer.compile(dynamic=False)
+        layer.compile(dynamic=False, backend=backend)
 
 
 def run_model(
@@ -373,6 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--micro-batch", type=int, default=2)
     p.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--compile", action="store_true", help="torch.compile each layer (both models)")
+    p.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend (eager/aot_eager: check the wiring)",
+    )
     p.add_argument("--activation-checkpointing", action="store_true")
     p.add_argument("--steps", type=int, default=10, help="timed optimizer steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed optimizer steps first")
@@ -499,7 +504,7 @@ def _benchmark(args, rank) -> tuple[Environment, list[Result]]:
     torch.manual_seed(args.seed)
     model = DeltaLM(config)
     if args.compile:
-        compile_deltalm_layers(model)
+        compile_deltalm_layers(model, args.compile_backend)
     ours = [training_flops_per_sample(config, s, t) for s, t in args.shape_list]
     results.append(
         run_model(f"deltalm-{args.preset}", model, ours, args.micro_batch, args, rank, device, env)
@@ -512,7 +517,7 @@ def _benchmark(args, rank) -> tuple[Environment, list[Result]]:
         torch.manual_seed(args.seed)
         peer = MT5Peer(peer_config)
         if args.compile:
-            peer.compile_layers()
+            peer.compile_layers(args.compile_backend)
         if args.activation_checkpointing:
             peer.enable_activation_checkpointing()
         flops = [mt5_flops_of(peer_config, s, t) for s, t in args.shape_list]
@@ -533,6 +538,7 @@ def probe_command(args, micro_batch: int) -> list[str]:
     command += ["--steps", "1", "--warmup", "1", "--micro-batch", str(micro_batch)]
     for flag in (
         "preset",
+        "compile_backend",
         "zero_stage",
         "precision",
         "shapes",

@@ -61,6 +61,16 @@ def test_tiny_run_prints_the_table_and_writes_json(tmp_path, capsys):
     assert data["environment"]["precision"] == "fp32" and data["environment"]["zero_stage"] == 0
 
 
+def test_compiled_layers_with_activation_checkpointing_train_through_the_engine(capsys):
+    """--compile wiring (layers compiled in place under DeepSpeed, with checkpointing); the eager backend keeps
+    CI fast, inductor's speed is a GPU figure."""
+    argv = ["--preset", "tiny", "--shapes", "24/8", "--steps", "2", "--warmup", "1", "--peer", "none"]
+    argv += ["--compile", "--compile-backend", "eager", "--activation-checkpointing"]
+    assert mfu.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "compile True | activation checkpointing True" in printed and "| deltalm-tiny |" in printed
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -140,13 +140,17 @@ class Demo:
         return self.run_dir / "logs" / f"{stage}.log"
 
     # ------------------------------------------------------------------ bookkeeping
+    def settings(self) -> dict:
+        """The budget as it reads back from JSON (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self.budget)))
+
     def done(self, stage: str) -> dict | None:
         marker = self.stage_dir(stage) / DONE
         if not marker.is_file():
             return None
         info = json.loads(marker.read_text(encoding="utf-8"))
         # a stage done under other budget numbers is not reused (changing a step count re-runs from there)
-        return info if info.get("budget_settings") == asdict(self.budget) else None
+        return info if info.get("budget_settings") == self.settings() else None
 
     def mark_done(self, stage: str, seconds: float, **info) -> None:
         marker = self.stage_dir(stage) / DONE
@@ -154,7 +158,7 @@ class Demo:
         data = {
             **info,
             "budget": self.budget.name,
-            "budget_settings": asdict(self.budget),
+            "budget_settings": self.settings(),
             "seconds": round(seconds, 1),
         }
         marker.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")

@@ -43,7 +43,7 @@ def test_every_stage_ran_and_left_its_artifacts(demo):
         assert json.loads((run_dir / stage / "DONE").read_text())["budget"] == "smoke"
     # a stage done with other budget numbers is not reused
     marker = json.loads((run_dir / "report" / "DONE").read_text())
-    assert marker["budget_settings"] == dataclasses.asdict(BUDGETS["smoke"])
+    assert marker["budget_settings"] == json.loads(json.dumps(dataclasses.asdict(BUDGETS["smoke"])))
     assert (run_dir / "spm" / "spm.model").is_file()
     manifest = json.loads((run_dir / "data" / "ds" / "manifest.json").read_text())
     assert manifest["tokenizer"]["spm_size"] == BUDGETS["smoke"].spm_vocab
@@ -93,7 +93,9 @@ def test_second_call_reuses_finished_stages_and_redo_reruns(demo):
 def test_failed_stage_is_one_clear_error(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "spm").mkdir(parents=True)
-    settings = dataclasses.asdict(BUDGETS["smoke"])  # a marker that claims the stage is done, but no model
+    settings = json.loads(
+        json.dumps(dataclasses.asdict(BUDGETS["smoke"]))
+    )  # a marker that claims the stage is done, but no model
     (run_dir / "spm" / "DONE").write_text(json.dumps({"budget_settings": settings, "seconds": 0}))
     proc = run_demo(run_dir)
     assert proc.returncode == 1

@@ -453,17 +453,21 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def benchmark(args) -> tuple[Environment, list[Result]]:
-    """Both models' results on this process's device (single rank; the process group is closed after)."""
-    from deltalm.engine.distributed import discover, init_process_group, shutdown
+    """Both models' results on this process's device (single rank).
+
+    The process group is started once per process and left up: DeepSpeed caches its groups in module globals,
+    so a second benchmark in the same process (tests) must reuse the first group, not a re-created one.
+    """
+    import torch.distributed as dist
+
+    from deltalm.engine.distributed import discover, init_process_group
 
     rank = discover()
     if rank.world_size != 1:
         raise UsageError("benchmarks/mfu.py measures one device: start it as a single process")
-    init_process_group(rank, timeout_s=120)
-    try:
-        return _benchmark(args, rank)
-    finally:
-        shutdown()
+    if not dist.is_initialized():
+        init_process_group(rank, timeout_s=120)
+    return _benchmark(args, rank)
 
 
 def _benchmark(args, rank) -> tuple[Environment, list[Result]]:

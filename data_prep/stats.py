@@ -1,6 +1,6 @@
 """``stats DIR``: per stream rows (documents or pairs), tokens, bytes, skipped records, and the temperature
 sampling probabilities p_l ∝ n_l^(1/T) over token counts — within each kind (mono languages, parallel pairs),
-as the pre-training loader mixes them (the same function: ``pretrain.mixture.temperature_probabilities``)."""
+as the pre-training loader mixes them (the same function: ``deltalm.temperature.temperature_probabilities``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deltalm.shard_format import ShardError, load_manifest
-from pretrain.mixture import temperature_probabilities
+from deltalm.temperature import temperature_probabilities
 
 from .errors import DataPrepError
 

@@ -25,13 +25,16 @@ class NonfiniteGuard:
         self.last_skipped = False
         self.last_norm = float("nan")
 
+    def _grads(self) -> list[torch.Tensor]:
+        return [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+
     def _local_sq_norm(self) -> torch.Tensor:
-        total = torch.zeros((), dtype=torch.float64)
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    total += p.grad.detach().double().pow(2).sum().cpu()
-        return total
+        """Squared L2 norm of all gradients: per-tensor norms in one fused kernel, summed in fp64, one sync."""
+        grads = self._grads()
+        if not grads:
+            return torch.zeros((), dtype=torch.float64)
+        norms = torch._foreach_norm([g.detach() for g in grads], 2)
+        return torch.stack([n.float() for n in norms]).double().pow(2).sum().cpu()
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -48,10 +51,7 @@ class NonfiniteGuard:
         self.last_skipped = False
         if self._guard_clip > 0 and norm > self._guard_clip:
             scale = self._guard_clip / (norm + 1e-6)
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        p.grad.mul_(scale)
+            torch._foreach_mul_(self._grads(), scale)
         return super().step(closure)
 
 

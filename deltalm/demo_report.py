@@ -47,7 +47,7 @@ def plot(run_dir: Path, curves: dict[str, tuple[list[int], list[float]]], bleu: 
     names = list(bleu)
     right.bar(names, [bleu[n] for n in names], color="tab:green")
     for i, name in enumerate(names):
-        right.text(i, bleu[name], f"{bleu[name]:.1f}", ha="center", va="bottom")
+        right.text(i, bleu[name], f"{bleu[name]:.2f}", ha="center", va="bottom")
     right.set_ylim(0, max([1.0, *bleu.values()]) * 1.2)
     right.set_ylabel("sacreBLEU")
     right.set_title("held-out test")

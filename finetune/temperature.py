@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deltalm.temperature import temperature_probabilities as core_temperature_probabilities
+
 
 @dataclass(frozen=True)
 class TemperatureSchedule:
@@ -36,9 +38,10 @@ class TemperatureSchedule:
 
 
 def temperature_probabilities(sizes: Sequence[int], temperature: float) -> np.ndarray:
-    sizes_arr = np.asarray(sizes, dtype=np.float64)
-    if sizes_arr.ndim != 1 or len(sizes_arr) == 0 or (sizes_arr < 0).any() or sizes_arr.sum() <= 0:
-        raise ValueError(f"sizes must be non-negative with a positive total, got {list(sizes)}")
-    weights = (sizes_arr / sizes_arr.sum()) ** (1.0 / temperature)
-    weights[sizes_arr == 0] = 0.0
-    return weights / weights.sum()
+    """Probabilities of the pairs with ``sizes`` examples, in order (:mod:`deltalm.temperature` defines them)."""
+    sizes = [int(n) for n in sizes]
+    try:
+        probs = core_temperature_probabilities(dict(enumerate(sizes)), temperature)
+    except ValueError as exc:
+        raise ValueError(f"sizes must be non-negative with a positive total, got {sizes} ({exc})") from None
+    return np.array([probs[i] for i in range(len(sizes))], dtype=np.float64)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pretrain.mixture import temperature_probabilities
+from deltalm.temperature import temperature_probabilities
 
 from .conftest import SAMPLE, run_cli
 

@@ -41,7 +41,7 @@ from finetune.decoding import gather_texts, generate, validation_loss  # noqa: E
 from finetune.metrics import score_all  # noqa: E402
 from finetune.model_init import initial_model  # noqa: E402
 from finetune.readers import DataError  # noqa: E402
-from finetune.tasks import Example, TaskError  # noqa: E402
+from finetune.tasks import DEFAULT_MAX_SOURCE, Example, TaskError  # noqa: E402
 
 USER_ERRORS = (
     ConfigError,
@@ -228,6 +228,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_length_limits(task, model_config) -> None:
+    """Refuse source/target limits the model's position table cannot hold (one line, before training)."""
+    limit = model_config.max_source_length
+    source = task.max_source_length or DEFAULT_MAX_SOURCE[task.name]
+    for key, value in (("max_source_length", source), ("max_target_length", task.max_target_length)):
+        if value > limit:
+            raise ConfigError(
+                f"task.{key}={value} exceeds the model's position table ({limit} tokens); set task.{key}<={limit}"
+            )
+
+
 def run(config: FinetuneConfig) -> dict:
     """Train per ``config`` in this process (one rank); returns the summary written to ``summary.json``."""
     rank = discover()
@@ -245,6 +256,7 @@ def run(config: FinetuneConfig) -> dict:
     torch.manual_seed(config.run.seed)
     model = initial_model(config.init, config.model, vocab)
     config.model = model.config  # the resolved architecture (tagged vocabulary) goes into config.yaml
+    check_length_limits(config.task, model.config)
     init_process_group(rank, timeout_s=config.deepspeed.timeout_s, cpu_shm_comm=config.deepspeed.cpu_shm_comm)
     if zero_stage_of(build_ds_config(config, rank.world_size)) == 3:
         raise ConfigError(f"{config.deepspeed.config}: ZeRO-3 is not supported for fine-tuning; use ZeRO 0-2")

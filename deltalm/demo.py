@@ -278,6 +278,7 @@ class Demo:
             "init.kind": "xlmr",
             "init.path": self.stage_dir("encoder") / "xlmr",
             "data.data_dirs": f"[{self.dataset}]",
+            "data.spm_model": str(self.spm_model),
             "schedule.warmup_steps": max(1, b.pretrain_steps // 10),
             "checkpoint.every": every,
             "logging.tensorboard": "false",

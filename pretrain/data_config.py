@@ -37,6 +37,8 @@ class PretrainDataConfig:
       its RSS (they stay in the page cache and fault back in when read again). Without it the process's
       file-backed RSS climbs towards the part of the corpus touched so far (reclaimable page cache, not
       loader memory); 1 (default) keeps it near zero for a few percent of throughput. 0: never.
+    - ``spm_model``: optional path of the SentencePiece model the shards were made with; checked against the
+      manifest's tokenizer sha256 at start and recorded in the run's config so export finds it.
     - ``verify_sha256``: hash every shard at open (slow on big corpora); size, rows, tokens and schema
       metadata are always checked against the manifest.
     """
@@ -55,6 +57,7 @@ class PretrainDataConfig:
     prefetch: int = 4
     release_pages_every: int = 1
     verify_sha256: bool = False
+    spm_model: str = ""
 
     @classmethod
     def from_dict(cls, data: dict, prefix: str = "data") -> PretrainDataConfig:

@@ -25,7 +25,7 @@ from deltalm.engine.cli import EXIT_BAD_CONFIG, engine_argument_parser, fail, ru
 from deltalm.engine.distributed import LaunchError, RankInfo, discover, init_process_group, shutdown  # noqa: E402
 from deltalm.engine.model_init import build_model, check_init  # noqa: E402
 from deltalm.shard_format import ShardError, load_manifest  # noqa: E402
-from deltalm.vocabulary import Vocabulary  # noqa: E402
+from deltalm.vocabulary import Vocabulary, file_sha256  # noqa: E402
 from pretrain.config import PRESETS, PretrainConfig  # noqa: E402
 
 
@@ -49,12 +49,24 @@ def dataset_vocabulary(config: PretrainConfig) -> Vocabulary:
         )
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"{config.data.data_dirs[0]}/manifest.json: no usable tokenizer record") from None
+    if config.data.spm_model:
+        check_spm_model(config.data.spm_model, vocab, config.data.data_dirs[0])
     if config.model.vocab_size != vocab.pretrain_size:
         raise ConfigError(
             f"model.vocab_size ({config.model.vocab_size}) does not match the dataset's vocabulary "
             f"({vocab.pretrain_size}); set model.vocab_size={vocab.pretrain_size}"
         )
     return vocab
+
+
+def check_spm_model(path: str, vocab: Vocabulary, data_dir: str) -> None:
+    """``data.spm_model`` must be the SentencePiece model the shards were tokenized with."""
+    if not Path(path).is_file():
+        raise ConfigError(f"data.spm_model: SentencePiece model not found: {path}")
+    if vocab.spm_sha256 and file_sha256(path) != vocab.spm_sha256:
+        raise ConfigError(
+            f"data.spm_model: {path} is not the tokenizer of {data_dir} (sha256 differs from its manifest)"
+        )
 
 
 def check_before_start(config: PretrainConfig, rank: RankInfo) -> Vocabulary:

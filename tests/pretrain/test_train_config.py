@@ -59,3 +59,17 @@ def test_bad_input_is_one_line_exit_2(argv, message):
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
+
+
+def test_spm_model_must_match_the_manifest_tokenizer(tmp_path):
+    from deltalm.config_tree import ConfigError
+    from deltalm.vocabulary import Vocabulary, file_sha256
+    from pretrain.train import check_spm_model
+
+    model = tmp_path / "spm.model"
+    model.write_bytes(b"pretend model bytes")
+    check_spm_model(str(model), Vocabulary(spm_size=10, spm_sha256=file_sha256(model)), "DIR")
+    with pytest.raises(ConfigError, match="not the tokenizer of DIR"):
+        check_spm_model(str(model), Vocabulary(spm_size=10, spm_sha256="0" * 64), "DIR")
+    with pytest.raises(ConfigError, match="not found"):
+        check_spm_model(str(tmp_path / "missing.model"), Vocabulary(spm_size=10), "DIR")

@@ -176,12 +176,7 @@ class DeltaLM(nn.Module):
                 encoder_out.shape[:2], dtype=torch.bool, device=encoder_out.device
             )
         cross_kv = [block.encoder_attn.project_kv(encoder_out) for block in self.decoder.layers]
-        return DecodingState(
-            cross_kv=cross_kv,
-            encoder_padding_mask=encoder_padding_mask.bool(),
-            self_kv=[None] * len(self.decoder.layers),
-            step=0,
-        )
+        return DecodingState(cross_kv=cross_kv, encoder_padding_mask=encoder_padding_mask.bool())
 
     def decode_step(
         self, tokens_last: torch.Tensor, state: DecodingState
@@ -200,11 +195,11 @@ class DeltaLM(nn.Module):
             )
         positions = torch.full_like(tokens_last, position)
         x = self.embedding(tokens_last, positions)
-        new_self_kv = []
-        for block, self_kv, cross_kv in zip(self.decoder.layers, state.self_kv, state.cross_kv, strict=True):
-            x, kv = block.step(x, self_kv, cross_kv, state.encoder_padding_mask)
-            new_self_kv.append(kv)
-        state = DecodingState(state.cross_kv, state.encoder_padding_mask, new_self_kv, state.step + 1)
+        c = self.config
+        caches = state.cache_for_step(c.heads, c.d_model // c.heads, x.dtype)
+        for block, cache, cross_kv in zip(self.decoder.layers, caches, state.cross_kv, strict=True):
+            x = block.step(x, cache, state.step, cross_kv, state.cross_mask, state.group)
+        state = state.advanced()
         return self.logits(x[:, 0]).float(), state
 
 

@@ -92,14 +92,18 @@ class MultiheadAttention(nn.Module):
         mask = None
         if key_mask is not None:
             mask = _keep_some_key(key_mask)[:, None, None, :]
+        out = self._core(q, k, v, mask, causal)
+        b, _, t, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, self.d_model))
+
+    def _core(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool
+    ) -> torch.Tensor:
+        """Attention weights applied to v: [B, H, T, hd] (mask broadcastable to [B, H, T, S], True = keep)."""
         p = self.dropout if self.training else 0.0
         if self.backend == "sdpa":
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
-        else:
-            out = self._math_attention(q, k, v, mask, causal, p)
-        b, _, t, _ = out.shape
-        out = out.transpose(1, 2).reshape(b, t, self.d_model)
-        return self.out_proj(out)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+        return self._math_attention(q, k, v, mask, causal, p)
 
     def _math_attention(self, q, k, v, mask, causal, p) -> torch.Tensor:
         scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) / math.sqrt(self.head_dim)
@@ -123,14 +127,41 @@ class MultiheadAttention(nn.Module):
         return self.attend(q, k, v, key_mask, causal)
 
     def cached_self_attention(
-        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """One incremental step: x [B, 1, d] attends to all cached keys plus itself; returns the grown cache."""
-        q, k, v = self.project_qkv(x)
-        if cache is not None:
-            k = torch.cat([cache[0], k], dim=2)
-            v = torch.cat([cache[1], v], dim=2)
-        return self.attend(q, k, v), (k, v)
+        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], step: int
+    ) -> torch.Tensor:
+        """One incremental step: x [R, 1, d] attends to the cached positions ``< step`` plus itself.
+
+        ``cache``: key and value buffers [capacity, R, H, hd] (position first); this step's key and value are
+        projected straight into position ``step``.
+        """
+        rows = x.size(0)
+        x2 = x.view(rows, self.d_model)
+        key_buf, value_buf = cache
+        for proj, buf in ((self.k_proj, key_buf), (self.v_proj, value_buf)):
+            slot = buf[step].view(rows, self.d_model)
+            if torch.is_grad_enabled():  # out= does not record autograd history
+                slot.copy_(proj(x2))
+            else:
+                torch.addmm(proj.bias, x2, proj.weight.t(), out=slot)
+        q = self.q_proj(x2).view(rows, self.heads, 1, self.head_dim)
+        k = key_buf[: step + 1].permute(1, 2, 0, 3)  # [R, H, step + 1, hd]
+        v = value_buf[: step + 1].permute(1, 2, 0, 3)
+        out = self._core(q, k, v, None, False)
+        return self.out_proj(out.view(rows, 1, self.d_model))
+
+    def grouped_cross_attention(
+        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None, group: int
+    ) -> torch.Tensor:
+        """x [N·group, 1, d]: the ``group`` consecutive rows of source row n are its queries over ``kv[n]``.
+
+        ``kv``: [N, H, S, hd] each; ``mask`` [N, 1, 1, S] bool (True = attend) or None. Same result as
+        attending row by row against repeated keys/values, without repeating them.
+        """
+        rows = x.size(0)
+        n = kv[0].size(0)
+        q = self.q_proj(x).view(n, group, self.heads, self.head_dim).transpose(1, 2)  # [N, H, group, hd]
+        out = self._core(q, kv[0], kv[1], mask, False)  # [N, H, group, hd]
+        return self.out_proj(out.transpose(1, 2).reshape(rows, 1, self.d_model))
 
     def cross_attention(
         self,

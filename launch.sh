@@ -55,29 +55,9 @@ master_address() {
 }
 
 run_demo() {
-  if [ -f deltalm/demo.py ]; then exec .venv/bin/python -m deltalm.demo; fi
-  # Until the demo module exists: a tiny pre-training on the bundled corpus, end to end.
-  local work=runs/demo data=runs/demo/data
-  mkdir -p "$data"
-  if [ ! -f "$data/spm.model" ]; then
-    .venv/bin/python -m data_prep train-spm --vocab-size 2000 --character-coverage 0.995 --input-sentence-size 20000 --num-threads 1 \
-      --output "$data/spm" data_prep/sample_corpus/mono/*.txt.gz
-  fi
-  if [ ! -f "$data/ds/manifest.json" ]; then
-    for f in data_prep/sample_corpus/mono/*.txt.gz; do
-      lang="$(basename "$f" .txt.gz)"
-      .venv/bin/python -m data_prep mono --lang "$lang" --spm "$data/spm.model" --output "$data/ds" --no-progress "$f"
-    done
-    for f in data_prep/sample_corpus/parallel/train.en-*.jsonl.gz; do
-      tgt="$(basename "$f" .jsonl.gz)"; tgt="${tgt#train.en-}"
-      .venv/bin/python -m data_prep parallel --src-lang en --tgt-lang "$tgt" --spm "$data/spm.model" \
-        --output "$data/ds" --no-progress "$f"
-    done
-  fi
-  local vocab
-  vocab="$(.venv/bin/python -c "from deltalm.vocabulary import Vocabulary as V; print(V.from_spm('$data/spm.model').pretrain_size)")"
-  exec .venv/bin/python pretrain/train.py --preset tiny --set "data.data_dirs=[$data/ds]" \
-    --set "model.vocab_size=$vocab" --set "run.run_dir=$work/pretrain"
+  # The end-to-end demo (deltalm/demo.py): data_prep -> pre-train -> export -> fine-tune -> BLEU report.
+  pick_accelerator
+  exec .venv/bin/python -m deltalm.demo "$@"
 }
 
 launch() {

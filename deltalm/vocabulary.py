@@ -133,7 +133,9 @@ class Vocabulary:
         try:
             return self.first_lang_tag + self.lang_tags.index(lang)
         except ValueError:
-            raise KeyError(f"no language tag for {lang!r}; known: {', '.join(self.lang_tags) or 'none'}") from None
+            raise KeyError(
+                f"no language tag for {lang!r}; known: {', '.join(self.lang_tags) or 'none'}"
+            ) from None
 
     @property
     def size(self) -> int:
@@ -170,23 +172,32 @@ class Vocabulary:
     @property
     def processor(self):
         if self._processor is None:
-            raise RuntimeError("this Vocabulary has no SentencePiece model; build it with Vocabulary.from_spm")
+            raise RuntimeError(
+                "this Vocabulary has no SentencePiece model; build it with Vocabulary.from_spm"
+            )
         return self._processor
 
     def pieces_to_ids(self, pieces: np.ndarray) -> np.ndarray:
-        """Map SentencePiece ids to contract ids (vectorized): p → p+1, SentencePiece specials → fairseq's."""
-        pieces = np.asarray(pieces, dtype=np.int64)
-        ids = pieces + 1
-        proc = self._processor
-        unk_piece = proc.unk_id() if proc is not None else 0
-        bos_piece = proc.bos_id() if proc is not None else 1
-        eos_piece = proc.eos_id() if proc is not None else 2
-        ids[pieces == unk_piece] = UNK_ID
-        if bos_piece >= 0:
-            ids[pieces == bos_piece] = BOS_ID
-        if eos_piece >= 0:
-            ids[pieces == eos_piece] = EOS_ID
-        return ids.astype(np.int32)
+        """Map SentencePiece ids to contract ids (vectorized): p → p+1, SentencePiece specials → fairseq's.
+
+        One gather through a cached int32 table (a single pass; SentencePiece output needs no int64 copy).
+        A piece id outside the model raises ``IndexError``.
+        """
+        return self._piece_table()[np.asarray(pieces)]
+
+    def _piece_table(self) -> np.ndarray:
+        table = self.__dict__.get("_table")
+        if table is None:
+            table = np.arange(1, self.spm_size + 1, dtype=np.int32)
+            proc = self._processor
+            unk_piece = proc.unk_id() if proc is not None else 0
+            bos_piece = proc.bos_id() if proc is not None else 1
+            eos_piece = proc.eos_id() if proc is not None else 2
+            for piece, target in ((bos_piece, BOS_ID), (eos_piece, EOS_ID), (unk_piece, UNK_ID)):
+                if 0 <= piece < self.spm_size:
+                    table[piece] = target
+            object.__setattr__(self, "_table", table)  # a cache on a frozen dataclass
+        return table
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Tokenize texts (no EOS appended) into int32 id arrays, through SentencePiece's batch API."""

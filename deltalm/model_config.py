@@ -51,7 +51,12 @@ class DeltaLMConfig:
             "tiny": dict(vocab_size=8104, d_model=128, heads=4, ffn=512, encoder_layers=4, decoder_blocks=2),
             "base": dict(d_model=768, heads=12, ffn=3072, encoder_layers=12, decoder_blocks=6),
             "large": dict(
-                d_model=1024, heads=16, ffn=4096, encoder_layers=24, decoder_blocks=12, embedding_layer_norm=False
+                d_model=1024,
+                heads=16,
+                ffn=4096,
+                encoder_layers=24,
+                decoder_blocks=12,
+                embedding_layer_norm=False,
             ),
         }
         if name not in presets:
@@ -72,9 +77,19 @@ class DeltaLMConfig:
 
     def validate(self) -> None:
         if self.d_model % self.heads:
-            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.heads ({self.heads})")
-        for name in ("vocab_size", "d_model", "heads", "ffn", "encoder_layers", "decoder_blocks", "pad_vocab_to_multiple",
-                     "loss_chunk_size"):
+            raise ConfigError(
+                f"model.d_model ({self.d_model}) must be divisible by model.heads ({self.heads})"
+            )
+        for name in (
+            "vocab_size",
+            "d_model",
+            "heads",
+            "ffn",
+            "encoder_layers",
+            "decoder_blocks",
+            "pad_vocab_to_multiple",
+            "loss_chunk_size",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_positions < 3:

@@ -53,7 +53,11 @@ class ShardError(ValueError):
 def mono_schema(lang: str) -> pa.Schema:
     return pa.schema(
         [pa.field("tokens", pa.list_(pa.int32()), nullable=False)],
-        metadata={"deltalm.kind": "mono", "deltalm.lang": lang, "deltalm.format_version": str(FORMAT_VERSION)},
+        metadata={
+            "deltalm.kind": "mono",
+            "deltalm.lang": lang,
+            "deltalm.format_version": str(FORMAT_VERSION),
+        },
     )
 
 
@@ -72,7 +76,9 @@ def parallel_schema(src_lang: str, tgt_lang: str) -> pa.Schema:
     )
 
 
-def stream_name(kind: str, lang: str | None = None, src_lang: str | None = None, tgt_lang: str | None = None) -> str:
+def stream_name(
+    kind: str, lang: str | None = None, src_lang: str | None = None, tgt_lang: str | None = None
+) -> str:
     """Directory / manifest key of a stream: ``de`` for mono, ``en-de`` for parallel."""
     return lang if kind == "mono" else f"{src_lang}-{tgt_lang}"
 
@@ -108,7 +114,9 @@ def load_manifest(directory: str | Path) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise ShardError(f"{path}: unreadable manifest ({exc})") from None
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise ShardError(f"{path}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise ShardError(
+            f"{path}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
     return manifest
 
 
@@ -142,10 +150,15 @@ class ListColumn:
 def _list_column_views(column: pa.Array, path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     if column.null_count:
         raise ShardError(f"{path}: column {name!r} has nulls")
-    _validity, offsets_buf, = column.buffers()[:2]
+    (
+        _validity,
+        offsets_buf,
+    ) = column.buffers()[:2]
     values = column.values
     value_bufs = values.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int32, count=len(column) + 1 + column.offset)[column.offset :]
+    offsets = np.frombuffer(offsets_buf, dtype=np.int32, count=len(column) + 1 + column.offset)[
+        column.offset :
+    ]
     vals = np.frombuffer(value_bufs[1], dtype=np.int32, count=len(values) + values.offset)[values.offset :]
     return offsets, vals
 
@@ -178,7 +191,9 @@ class ShardReader:
             offsets_parts, values_parts, base = [], [], 0
             for batch in batches:
                 offsets, values = _list_column_views(batch.column(name), self.path, name)
-                offsets_parts.append(offsets[:-1].astype(np.int64) - offsets[0] + base if len(batches) > 1 else offsets)
+                offsets_parts.append(
+                    offsets[:-1].astype(np.int64) - offsets[0] + base if len(batches) > 1 else offsets
+                )
                 values_parts.append(values[offsets[0] : offsets[-1]] if len(batches) > 1 else values)
                 base += int(offsets[-1] - offsets[0])
             if len(batches) == 1:

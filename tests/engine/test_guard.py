@@ -53,7 +53,9 @@ def test_guard_clips_to_the_configured_norm():
     model(torch.randn(8, 4) * 10).sum().backward()
     expected = math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in model.parameters()))
     optimizer.step()
-    assert optimizer.last_norm == pytest.approx(expected, rel=1e-6) and expected > 0.01  # fp32 per-tensor norms
+    assert (
+        optimizer.last_norm == pytest.approx(expected, rel=1e-6) and expected > 0.01
+    )  # fp32 per-tensor norms
     clipped = math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in model.parameters()))
     assert abs(clipped - 0.01) < 1e-6
 

@@ -15,6 +15,8 @@ def test_length_limits_beyond_the_position_table_are_refused():
     small = DeltaLMConfig.preset("tiny", max_positions=130)  # 128 tokens
     ok = SimpleNamespace(name="translation", max_source_length=128, max_target_length=128)
     check_length_limits(ok, small)
-    too_long = SimpleNamespace(name="translation", max_source_length=None, max_target_length=128)  # default 256
+    too_long = SimpleNamespace(
+        name="translation", max_source_length=None, max_target_length=128
+    )  # default 256
     with pytest.raises(ConfigError, match=r"task.max_source_length=256 exceeds .* \(128 tokens\)"):
         check_length_limits(too_long, small)

@@ -61,6 +61,10 @@ class Budget:
     test_lines: int  # 0 = the whole held-out test split
     beam: int
     valid_examples: int  # validation sentences generated per pair during fine-tuning
+    d_model: int = 64  # the encoder (and so DeltaLM) width; the tiny pre-training preset's shape by default
+    heads: int = 4
+    ffn: int = 128
+    layers: int = 2  # encoder layers; DeltaLM gets as many encoder layers and layers // 2 decoder blocks
 
 
 ALL_MONO = ("en", "de", "fr", "es", "zh", "hi")
@@ -72,10 +76,12 @@ BUDGETS = {
     "small": Budget(
         "small", mono_langs=ALL_MONO, pairs=("de", "fr"), spm_vocab=2000, spm_sentences=20000, encoder_steps=300,
         pretrain_steps=600, finetune_steps=2500, validate_every=500, test_lines=0, beam=5, valid_examples=100,
+        d_model=128, heads=4, ffn=512, layers=4,
     ),
     "full": Budget(
         "full", mono_langs=ALL_MONO, pairs=("de", "fr"), spm_vocab=4000, spm_sentences=100000, encoder_steps=1500,
         pretrain_steps=2000, finetune_steps=3000, validate_every=500, test_lines=0, beam=5, valid_examples=300,
+        d_model=128, heads=4, ffn=512, layers=4,
     ),
 }  # fmt: skip
 
@@ -255,7 +261,8 @@ class Demo:
         )
         out = self.stage_dir("encoder") / "xlmr"
         cmd = [self.python, "-m", "deltalm.demo_encoder", "--spm", str(self.spm_model), "--out", str(out)]
-        cmd += ["--steps", str(b.encoder_steps)]
+        cmd += ["--steps", str(b.encoder_steps), "--hidden-size", str(b.d_model), "--heads", str(b.heads)]
+        cmd += ["--ffn", str(b.ffn), "--layers", str(b.layers)]
         cmd += [str(CORPUS / "mono" / f"{lang}.txt.gz") for lang in b.mono_langs]
         run_command(cmd, self.log("encoder"))
         return json.loads((out / "mlm_training.json").read_text(encoding="utf-8"))
@@ -275,6 +282,11 @@ class Demo:
             "run.max_steps": b.pretrain_steps,
             "run.log_every": max(1, b.pretrain_steps // 10),
             "model.vocab_size": vocab.pretrain_size,
+            "model.d_model": b.d_model,
+            "model.heads": b.heads,
+            "model.ffn": b.ffn,
+            "model.encoder_layers": b.layers,
+            "model.decoder_blocks": b.layers // 2,
             "init.kind": "xlmr",
             "init.path": self.stage_dir("encoder") / "xlmr",
             "data.data_dirs": f"[{self.dataset}]",

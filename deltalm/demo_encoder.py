@@ -61,7 +61,13 @@ def mask_tokens(
 
 
 def train_encoder(
-    spm: str, inputs: list[str], out: Path, steps: int, seed: int = 0, batch_size: int = 16
+    spm: str,
+    inputs: list[str],
+    out: Path,
+    steps: int,
+    seed: int = 0,
+    batch_size: int = 16,
+    shape: dict | None = None,
 ) -> dict:
     from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
@@ -77,7 +83,7 @@ def train_encoder(
         eos_token_id=EOS_ID,
         hidden_dropout_prob=0.1,
         attention_probs_dropout_prob=0.0,
-        **SHAPE,
+        **(shape or SHAPE),
     )
     model = XLMRobertaForMaskedLM(config)
     data = pack(vocab, read_documents(inputs), MAX_POSITIONS - 2)
@@ -123,10 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hidden-size", type=int, default=SHAPE["hidden_size"])
+    parser.add_argument("--heads", type=int, default=SHAPE["num_attention_heads"])
+    parser.add_argument("--ffn", type=int, default=SHAPE["intermediate_size"])
+    parser.add_argument("--layers", type=int, default=SHAPE["num_hidden_layers"])
     parser.add_argument("inputs", nargs="+")
     args = parser.parse_args(argv)
+    shape = {
+        "hidden_size": args.hidden_size,
+        "num_attention_heads": args.heads,
+        "intermediate_size": args.ffn,
+        "num_hidden_layers": args.layers,
+    }
     try:
-        summary = train_encoder(args.spm, args.inputs, Path(args.out), args.steps, args.seed)
+        summary = train_encoder(args.spm, args.inputs, Path(args.out), args.steps, args.seed, shape=shape)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

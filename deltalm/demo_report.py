@@ -96,7 +96,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         "## What ran",
         "",
         f"- SentencePiece: {budget['spm_vocab']} pieces on mono {', '.join(budget['mono_langs'])}.",
-        f"- Encoder: a tiny XLM-R (d 64, 2 layers) trained with masked-LM for {budget['encoder_steps']} steps "
+        f"- Encoder: a tiny XLM-R (d {budget.get('d_model', 64)}, {budget.get('layers', 2)} layers) trained with masked-LM for {budget['encoder_steps']} steps "
         f"on the same text (MLM loss {encoder.get('first_loss', 'n/a')} → "
         f"{encoder['last_loss']:.3f}). This stands in for InfoXLM, which cannot be downloaded here."
         if encoder.get("last_loss") is not None
@@ -118,7 +118,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         lines.append(f"| {row['pair']} | {row['n']} | {row['scores'].get('bleu', float('nan')):.2f} |")
     lines += [
         "",
-        "A 2-layer, d-64 model trained for minutes from a home-made encoder is a pipeline check, not a translation",
+        "A tiny model trained for minutes from a home-made encoder is a pipeline check, not a translation",
         "system: expect BLEU near zero (the `full` budget trains longer). The numbers are real outputs of the run,",
         "nothing is filled in.",
         "",

@@ -34,6 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.device_probe import gemm_ceiling_tflops, nvidia_driver, peak_memory_gb  # noqa: E402
+
 SHAPE_SETS = {
     "span": [(512, 114)],
     "translation": [(512, 512)],
@@ -152,62 +154,6 @@ class Environment:
     compile: bool
     activation_checkpointing: bool
     notes: list[str] = field(default_factory=list)
-
-
-def gemm_ceiling_tflops(device, precision: str) -> float:
-    """Measured dense matmul throughput at the training precision (square GEMMs; the best of a few sizes)."""
-    import torch
-
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-    cuda = device.type == "cuda"
-    sizes = (4096, 8192) if cuda else (512, 1024)
-    best = 0.0
-    for n in sizes:
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        reps = 20 if cuda else 3
-        for _ in range(2):
-            a @ b
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            for _ in range(reps):
-                a @ b
-            end.record()
-            torch.cuda.synchronize()
-            seconds = start.elapsed_time(end) / 1000
-        else:
-            started = time.perf_counter()
-            for _ in range(reps):
-                a @ b
-            seconds = time.perf_counter() - started
-        best = max(best, 2 * n**3 * reps / seconds / 1e12)
-    return best
-
-
-def _nvidia_driver() -> str:
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-        return out.stdout.split()[0] if out.returncode == 0 and out.stdout.split() else "?"
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-
-
-def peak_memory_gb(device, resident: int = 0) -> tuple[float, str]:
-    """Peak memory of the timed steps (CUDA: max allocated minus ``resident`` bytes held before the model)."""
-    import torch
-
-    if device.type == "cuda":
-        return (torch.cuda.max_memory_allocated(device) - resident) / 2**30, "cuda max allocated"
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process peak RSS"
 
 
 # ---------------------------------------------------------------------------------------------- one model
@@ -482,7 +428,7 @@ def _benchmark(args, rank) -> tuple[Environment, list[Result]]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
         name = torch.cuda.get_device_name(device)
-        device_text = f"{name} (CUDA runtime {torch.version.cuda}, driver {_nvidia_driver()})"
+        device_text = f"{name} (CUDA runtime {torch.version.cuda}, driver {nvidia_driver()})"
     else:
         device_text = f"CPU x{torch.get_num_threads()} threads"
         name = "cpu"

@@ -110,18 +110,11 @@ def vocabulary_lines(vocab: Vocabulary) -> str:
 
 # ---------------------------------------------------------------------- formats
 def _weights_meta(ckpt: EngineCheckpoint, vocab: Vocabulary | None, dtype: str) -> dict:
-    from deltalm.adapters.pretrained import FORMAT, FORMAT_VERSION, SPM_FILE
+    from deltalm.adapters.pretrained import FORMAT, FORMAT_VERSION, SPM_FILE, vocabulary_record
 
     meta: dict = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": ckpt.model_config.to_dict()}
     if vocab is not None:
-        meta["vocabulary"] = {
-            "spm_size": vocab.spm_size,
-            "num_sentinels": vocab.num_sentinels,
-            "lang_tags": list(vocab.lang_tags),
-            "spm_sha256": vocab.spm_sha256,
-            "spm_file": SPM_FILE,
-            "vocab_file": VOCAB_FILE,
-        }
+        meta["vocabulary"] = {**vocabulary_record(vocab), "spm_file": SPM_FILE, "vocab_file": VOCAB_FILE}
     meta["exported_from"] = {"tag": ckpt.tag, "step": ckpt.step, "dtype": dtype}
     return meta
 

@@ -18,9 +18,7 @@ as in fine-tuning. Empty input lines give empty output lines. Progress goes to s
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 
 from deltalm.adapters.checkpoint_io import CheckpointError
+from deltalm.shard_format import write_text_atomic
 from deltalm.vocabulary import EOS_ID, PAD_ID, Vocabulary
 
 
@@ -185,14 +184,7 @@ def write_lines(path: str | None, lines: Sequence[str]) -> None:
         return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{target.name}-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(target, text)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

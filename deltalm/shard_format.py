@@ -83,17 +83,25 @@ def stream_name(
     return lang if kind == "mono" else f"{src_lang}-{tgt_lang}"
 
 
-def write_json_atomic(path: str | Path, obj: object) -> None:
-    """Write JSON through temp file + fsync + rename (+ directory fsync)."""
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write text through temp file + fsync + rename (+ directory fsync); no temp file is left on failure."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    data = json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
+
+
+def write_json_atomic(path: str | Path, obj: object) -> None:
+    """Write JSON (sorted keys) atomically, see :func:`write_text_atomic`."""
+    write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def fsync_dir(path: str | Path) -> None:

@@ -26,6 +26,16 @@ CONFIG_FILE = "config.json"
 SPM_FILE = "sentencepiece.model"
 
 
+def vocabulary_record(vocabulary: Vocabulary) -> dict:
+    """What ``config.json`` records of the vocabulary (``pretrained_vocabulary`` reads it back)."""
+    return {
+        "spm_size": vocabulary.spm_size,
+        "num_sentinels": vocabulary.num_sentinels,
+        "lang_tags": list(vocabulary.lang_tags),
+        "spm_sha256": vocabulary.spm_sha256,
+    }
+
+
 def save_pretrained(model: DeltaLM, directory: str | Path, vocabulary: Vocabulary | None = None) -> Path:
     """Write ``model`` (and the vocabulary's SentencePiece model when known) to ``directory`` atomically."""
     from safetensors.torch import save_file
@@ -33,12 +43,7 @@ def save_pretrained(model: DeltaLM, directory: str | Path, vocabulary: Vocabular
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta: dict = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.config.to_dict()}
     if vocabulary is not None:
-        meta["vocabulary"] = {
-            "spm_size": vocabulary.spm_size,
-            "num_sentinels": vocabulary.num_sentinels,
-            "lang_tags": list(vocabulary.lang_tags),
-            "spm_sha256": vocabulary.spm_sha256,
-        }
+        meta["vocabulary"] = vocabulary_record(vocabulary)
     target = Path(directory)
     with atomic_directory(target) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from deltalm.shard_format import fsync_dir, write_json_atomic
+from deltalm.shard_format import fsync_dir, write_json_atomic, write_text_atomic
 
 MANIFEST = "manifest.json"
 COMMITTED = "COMMITTED"
@@ -66,16 +66,6 @@ def _hash_files(folder: Path, names: list[str]) -> dict[str, str]:
         return {}
     with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1, 8)) as pool:
         return dict(zip(names, pool.map(lambda rel: _sha256(folder / rel), names), strict=True))
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def _barrier() -> None:
@@ -188,8 +178,8 @@ class CheckpointStore:
             manifest = {"tag": tag, "step": step, "world_size": self.world_size, **meta, "files": files}
             write_json_atomic(folder / MANIFEST, manifest)
             digest = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
-            _write_text_atomic(folder / COMMITTED, digest + "\n")
-            _write_text_atomic(self.directory / LATEST, tag + "\n")
+            write_text_atomic(folder / COMMITTED, digest + "\n")
+            write_text_atomic(self.directory / LATEST, tag + "\n")
             self._prune()
         _barrier()
         self.last_save_seconds = time.perf_counter() - started

@@ -3,54 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import pytest
 
 from finetune.config import load_finetune_config
 from finetune.train import run as train_run
+from tests.engine import ranks
 from tests.finetune.conftest import read_pairs
 from tests.finetune.test_end_to_end import REPO, _config, _write_jsonl
 
 
 def _launch(world: int, args: list[str]) -> list[tuple[int, str]]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    procs = []
-    for rank in range(world):
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "SLURM_", "PMIX_"))}
-        env.update(
-            DS_ACCELERATOR="cpu",
-            RANK=str(rank),
-            WORLD_SIZE=str(world),
-            LOCAL_RANK=str(rank),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-            OMP_NUM_THREADS="1",
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "finetune/train.py", *args],
-                env=env,
-                cwd=REPO,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    out = []
-    for proc in procs:
-        try:
-            _, err = proc.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-        out.append((proc.returncode, err))
-    return out
+    """``world`` CPU ranks of finetune/train.py, started the way the deepspeed launcher does."""
+    return [
+        (code, err)
+        for code, _, err in ranks.run(world, args, timeout=300, script=REPO / "finetune" / "train.py")
+    ]
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from deltalm.loss import LossOutput, chunked_cross_entropy
 from deltalm.model_config import DeltaLMConfig
 from deltalm.modules.embedding import Embeddings
 from deltalm.modules.layers import DecoderBlock, EncoderLayer
+from deltalm.modules.linear import linear, release_packs
 
 BATCH_KEYS = (
     "encoder_input_tokens",
@@ -85,6 +86,13 @@ class DeltaLM(nn.Module):
 
         return from_xlmr(path, decoder_blocks=decoder_blocks, **overrides).model
 
+    def train(self, mode: bool = True) -> DeltaLM:
+        """Also drops the packed inference weights (:mod:`deltalm.modules.linear`) when training resumes."""
+        super().train(mode)
+        if mode:
+            release_packs(self)
+        return self
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Parameter count (the tied embedding / output projection counted once)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
@@ -125,7 +133,8 @@ class DeltaLM(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Tied output projection of ``hidden`` [..., d] → [..., padded_vocab]; padded rows -inf."""
-        out = nn.functional.linear(hidden, self.output_weight)
+        packed = self.config.cpu_packed_linear and not self.training
+        out = linear(hidden, self.output_weight, packed=packed)
         if self.config.padded_vocab_size > self.config.vocab_size:
             out[..., self.config.vocab_size :] = float("-inf")
         return out

@@ -42,6 +42,7 @@ class DeltaLMConfig:
     fused_qkv: bool = True
     loss_chunk_size: int = 1024  # tokens per chunk of the chunked cross-entropy (peak: chunk x vocab floats)
     loss_fused: bool = False  # torch.compile the chunked loss's elementwise passes (GPU fast path)
+    cpu_packed_linear: bool = True  # CPU inference on oneDNN-prepacked weights (deltalm/modules/linear.py)
 
     # ------------------------------------------------------------------ presets
     @classmethod

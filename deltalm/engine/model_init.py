@@ -22,6 +22,7 @@ RUNTIME_FIELDS = (
     "activation_checkpointing",
     "loss_chunk_size",
     "loss_fused",
+    "cpu_packed_linear",
 )
 
 

@@ -4,7 +4,8 @@ Parameter names follow fairseq (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``
 them one to one. With ``fused_qkv`` the three input projections of self-attention run as one matmul over the
 concatenated weights (one GEMM instead of three; same parameters, same results up to float rounding). The
 concatenation copies the weights, which costs as much as the GEMM itself for a handful of tokens, so small
-inputs (incremental decoding steps) use the three separate projections.
+inputs (incremental decoding steps) use the three separate projections, and so does CPU inference on
+prepacked weights (:mod:`deltalm.modules.linear`), where three packed GEMMs beat one unpacked one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from deltalm.modules.linear import Linear
 
 
 def _keep_some_key(key_mask: torch.Tensor) -> torch.Tensor:
@@ -32,6 +35,7 @@ class MultiheadAttention(nn.Module):
         dropout: float = 0.0,
         fused_qkv: bool = True,
         backend: str = "sdpa",
+        packed: bool = True,
     ) -> None:
         super().__init__()
         if d_model % heads:
@@ -44,19 +48,23 @@ class MultiheadAttention(nn.Module):
         self.dropout = dropout
         self.fused_qkv = fused_qkv
         self.backend = backend
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
-        self.out_proj = nn.Linear(d_model, d_model)
+        self.q_proj = Linear(d_model, d_model, packed=packed)
+        self.k_proj = Linear(d_model, d_model, packed=packed)
+        self.v_proj = Linear(d_model, d_model, packed=packed)
+        self.out_proj = Linear(d_model, d_model, packed=packed)
 
     # ------------------------------------------------------------------ projections
+    def _fuse(self, x: torch.Tensor) -> bool:
+        """One GEMM over concatenated weights: for many tokens, unless the packed weights serve them better."""
+        return self.fused_qkv and x.shape[0] * x.shape[1] >= FUSE_MIN_TOKENS and not self.q_proj.packs(x)
+
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
         return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Query, key and value of ``x`` [B, T, d] as [B, H, T, hd] each."""
-        if self.fused_qkv and x.shape[0] * x.shape[1] >= FUSE_MIN_TOKENS:
+        if self._fuse(x):
             w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
             b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
             q, k, v = F.linear(x, w, b).split(self.d_model, dim=-1)
@@ -66,7 +74,7 @@ class MultiheadAttention(nn.Module):
 
     def project_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Key and value of ``memory`` [B, S, d] (cross-attention), as [B, H, S, hd]; computed once per source."""
-        if self.fused_qkv and memory.shape[0] * memory.shape[1] >= FUSE_MIN_TOKENS:
+        if self._fuse(memory):
             w = torch.cat([self.k_proj.weight, self.v_proj.weight])
             b = torch.cat([self.k_proj.bias, self.v_proj.bias])
             k, v = F.linear(memory, w, b).split(self.d_model, dim=-1)
@@ -139,7 +147,7 @@ class MultiheadAttention(nn.Module):
         key_buf, value_buf = cache
         for proj, buf in ((self.k_proj, key_buf), (self.v_proj, value_buf)):
             slot = buf[step].view(rows, self.d_model)
-            if torch.is_grad_enabled():  # out= does not record autograd history
+            if torch.is_grad_enabled() or proj.packs(x2):  # out= records no autograd history / no packed op
                 slot.copy_(proj(x2))
             else:
                 torch.addmm(proj.bias, x2, proj.weight.t(), out=slot)

@@ -22,10 +22,15 @@ class EncoderLayer(nn.Module):
         c = config
         self.dropout = c.dropout
         self.self_attn = MultiheadAttention(
-            c.d_model, c.heads, c.attention_dropout, c.fused_qkv, c.attention_backend
+            c.d_model,
+            c.heads,
+            c.attention_dropout,
+            c.fused_qkv,
+            c.attention_backend,
+            c.cpu_packed_linear,
         )
         self.self_attn_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
-        self.ffn = FeedForward(c.d_model, c.ffn, c.activation, c.activation_dropout)
+        self.ffn = FeedForward(c.d_model, c.ffn, c.activation, c.activation_dropout, c.cpu_packed_linear)
         self.final_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
@@ -41,16 +46,26 @@ class DecoderBlock(nn.Module):
         c = config
         self.dropout = c.dropout
         self.self_attn = MultiheadAttention(
-            c.d_model, c.heads, c.attention_dropout, c.fused_qkv, c.attention_backend
+            c.d_model,
+            c.heads,
+            c.attention_dropout,
+            c.fused_qkv,
+            c.attention_backend,
+            c.cpu_packed_linear,
         )
         self.self_attn_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
-        self.ffn_1 = FeedForward(c.d_model, c.ffn, c.activation, c.activation_dropout)
+        self.ffn_1 = FeedForward(c.d_model, c.ffn, c.activation, c.activation_dropout, c.cpu_packed_linear)
         self.ffn_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
         self.encoder_attn = MultiheadAttention(
-            c.d_model, c.heads, c.attention_dropout, c.fused_qkv, c.attention_backend
+            c.d_model,
+            c.heads,
+            c.attention_dropout,
+            c.fused_qkv,
+            c.attention_backend,
+            c.cpu_packed_linear,
         )
         self.encoder_attn_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
-        self.ffn_2 = FeedForward(c.d_model, c.ffn, c.activation, c.activation_dropout)
+        self.ffn_2 = FeedForward(c.d_model, c.ffn, c.activation, c.activation_dropout, c.cpu_packed_linear)
         self.final_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
 
     def _residual(self, x: torch.Tensor, y: torch.Tensor, norm: LayerNorm) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 Each worker loads the SentencePiece model once and encodes whole blocks through the batch API
 (``Encode(list, num_threads=1)``); ids become contract ids with numpy (``Vocabulary.pieces_to_ids``) and a
-block comes back as flat int32 values + per-row lengths, never as Python lists of ids.
+block comes back as flat int32 values + per-row lengths, never as Python lists of ids: through a shared-memory
+slot (:mod:`data_prep.result_slots`), not through the pool's pipe.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from deltalm.vocabulary import Vocabulary
 
 from .readers import Block
 from .records import ParallelRecords, parse_aligned, parse_jsonl, parse_mono, parse_tsv
+from .result_slots import Layout, ResultSlots
 
 Skip = tuple[str, int]
 
@@ -41,9 +43,10 @@ class TaskSpec:
 class BlockResult:
     """Tokenized rows of one block: per column (flat int32 values, int64 lengths)."""
 
-    columns: dict[str, tuple[np.ndarray, np.ndarray]]
+    columns: dict[str, tuple[np.ndarray, np.ndarray]] | None  # None: stored in a result slot (see layout)
     skips: list[Skip] = field(default_factory=list)
     nbytes: int = 0
+    layout: Layout | None = None
 
     @property
     def rows(self) -> int:
@@ -123,8 +126,13 @@ def _parse_parallel(spec: TaskSpec, block: Block) -> ParallelRecords:
     raise ValueError(f"unknown input format {spec.fmt!r}")
 
 
-def _worker_init() -> None:
+_SLOTS: ResultSlots | None = None  # the parent's result slots, inherited by the forked workers
+
+
+def _worker_init(slots: ResultSlots | None) -> None:
     """Die with the parent (Linux): a SIGKILLed parent must not leave workers behind."""
+    global _SLOTS
+    _SLOTS = slots
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -133,42 +141,64 @@ def _worker_init() -> None:
         pass
 
 
+def _tokenize_to_slot(spec: TaskSpec, block: Block, slot: int) -> BlockResult:
+    """:func:`tokenize_block` in a worker, its columns left in result slot ``slot`` when they fit."""
+    result = tokenize_block(spec, block)
+    layout = _SLOTS.store(slot, result.columns) if _SLOTS is not None else None
+    if layout is not None:
+        result.columns, result.layout = None, layout
+    return result
+
+
 class TokenizePool:
     """Order-preserving map of :func:`tokenize_block` over blocks; ``workers=1`` runs in-process.
 
-    At most ``2 * workers`` blocks are in flight, so memory stays bounded whatever the input size.
+    At most ``2 * workers`` blocks are in flight, so memory stays bounded whatever the input size; each has
+    a result slot of ``slot_bytes`` (4 bytes a token and 8 a row: 4x the block bytes holds any real text).
     """
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, slot_bytes: int = 4 << 20):
         if workers < 1:
             raise ValueError(f"--workers must be >= 1, got {workers}")
         self.workers = workers
+        self.limit = 2 * workers
         self._pool = None
+        self._slots = None
         if workers > 1:
+            self._slots = ResultSlots(self.limit, slot_bytes)  # before the fork: the workers share it
             ctx = multiprocessing.get_context("fork")
-            self._pool = ctx.Pool(workers, initializer=_worker_init)
+            self._pool = ctx.Pool(workers, initializer=_worker_init, initargs=(self._slots,))
 
     def map(self, spec: TaskSpec, blocks: Iterable[Block]) -> Iterator[tuple[Block, BlockResult]]:
+        """(block, result) in input order; a result's arrays are valid until the next item is requested."""
         if self._pool is None:
             for block in blocks:
                 yield block, tokenize_block(spec, block)
             return
         pending: deque = deque()
-        limit = 2 * self.workers
         for block in blocks:
-            pending.append((block, self._pool.apply_async(tokenize_block, (spec, block))))
-            if len(pending) >= limit:
-                done, result = pending.popleft()
-                yield done, result.get()
+            slot = self._slots.acquire()
+            pending.append((block, slot, self._pool.apply_async(_tokenize_to_slot, (spec, block, slot))))
+            if len(pending) >= self.limit:
+                yield from self._finish(*pending.popleft())
         while pending:
-            done, result = pending.popleft()
-            yield done, result.get()
+            yield from self._finish(*pending.popleft())
+
+    def _finish(self, block: Block, slot: int, pending) -> Iterator[tuple[Block, BlockResult]]:
+        try:
+            result = pending.get()
+            if result.columns is None:
+                result.columns = self._slots.load(slot, result.layout)
+            yield block, result
+        finally:  # after the consumer is done with the block (or gave up): the slot may be reused
+            self._slots.release(slot)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
             self._pool = None
+        self._slots = None  # the mapping goes when the last view of it does
 
     def __enter__(self) -> TokenizePool:
         return self

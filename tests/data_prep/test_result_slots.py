@@ -68,3 +68,19 @@ def test_pool_results_equal_in_process_results(spm_model, tmp_path, slot_bytes):
     assert len(one) == len(two) > 5
     for (off_a, val_a, len_a), (off_b, val_b, len_b) in zip(one, two, strict=True):
         assert off_a == off_b and np.array_equal(val_a, val_b) and np.array_equal(len_a, len_b)
+
+
+def test_shard_column_buffer_grows_and_keeps_every_value(monkeypatch):
+    from data_prep import shard_writer
+
+    monkeypatch.setattr(shard_writer, "POPULATE_STEP", 4096)  # populate in many small steps
+    buffer = shard_writer._ColumnBuffer(1024)
+    rng = np.random.default_rng(3)
+    parts = [rng.integers(0, 1 << 30, n).astype(np.int32) for n in (1000, 3000, 50_000, 7)]
+    for part in parts:  # 50,000 values overflow the 1,024-value buffer: it doubles and copies
+        buffer.append(part, np.array([len(part)], dtype=np.int64))
+    values, lengths = buffer.view()
+    assert np.array_equal(values, np.concatenate(parts)) and lengths.tolist() == [1000, 3000, 50_000, 7]
+    buffer.clear()
+    buffer.append(parts[3], np.array([7], dtype=np.int64))
+    assert np.array_equal(buffer.view()[0], parts[3])

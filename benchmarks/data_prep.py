@@ -139,24 +139,20 @@ def run_datasets(corpus: Path, model: Path, work: Path, workers: int) -> dict:
     return result
 
 
-def best(fn, repeats: int) -> dict:
-    runs = [fn() for _ in range(repeats)]
-    return min(runs, key=lambda r: r["wall_s"])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, tiny model, no floors (smoke test)")
     parser.add_argument("--mb", type=float, default=100.0, help="small input size in MB (default 100)")
     parser.add_argument("--scale", type=int, default=10, help="large input = scale × small (default 10)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=2, help="best of N for the small-input timings")
+    parser.add_argument("--repeats", type=int, default=3, help="best of N for the small-input timings")
+    parser.add_argument("--hf-repeats", type=int, default=2, help="best of N for the datasets pipeline")
     parser.add_argument("--spm", help="SentencePiece model (default: train the demo's 8k model)")
     parser.add_argument("--no-datasets", action="store_true", help="skip the Hugging Face datasets pipeline")
     parser.add_argument("--workdir", help="scratch directory (default: a temporary one)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.mb, args.scale, args.repeats = min(args.mb, 2.0), min(args.scale, 3), 1
+        args.mb, args.scale, args.repeats, args.hf_repeats = min(args.mb, 2.0), min(args.scale, 3), 1, 1
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-data_prep-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -188,16 +184,27 @@ def _run(args: argparse.Namespace, work: Path) -> int:
             print("datasets not installed (pip install -r benchmarks/requirements-bench.txt): skipped")
             use_datasets = False
 
-    rows = []
-    raw = best(lambda: raw_spm(small, model), args.repeats)
-    rows.append(("raw spm Encode, documents", 1, small_bytes, raw))
+    # Interleaved repeats (raw, mono per worker count, datasets per worker count, then again), best of each:
+    # a drift in the machine's speed during the run then hits every pipeline alike.
+    runs: dict[str, list[dict]] = {}
+    jobs = [("raw", lambda: raw_spm(small, model))]
+    jobs += [(f"mono{w}", lambda w=w: run_mono(small, model, work / "out", w)) for w in args.workers]
+    if use_datasets:
+        jobs += [(f"hf{w}", lambda w=w: run_datasets(small, model, work, w)) for w in args.workers]
+    for r in range(args.repeats):
+        for name, fn in jobs:
+            if name.startswith("hf") and r >= args.hf_repeats:
+                continue
+            runs.setdefault(name, []).append(fn())
+    fastest = {name: min(results, key=lambda x: x["wall_s"]) for name, results in runs.items()}
+    raw = fastest["raw"]
+    rows = [("raw spm Encode, documents", 1, small_bytes, raw)]
     rows.append(("raw spm Encode, lines (info)", 1, small_bytes, raw_spm(small, model, unit="line")))
-    mono, hf = {}, {}
+    mono = {w: fastest[f"mono{w}"] for w in args.workers}
+    hf = {w: fastest[f"hf{w}"] for w in args.workers if f"hf{w}" in fastest}
     for w in args.workers:
-        mono[w] = best(lambda w=w: run_mono(small, model, work / "out", w), args.repeats)
         rows.append(("data_prep mono", w, small_bytes, mono[w]))
-        if use_datasets:
-            hf[w] = best(lambda w=w: run_datasets(small, model, work, w), 1)
+        if w in hf:
             rows.append(("HF datasets text→map→save", w, small_bytes, hf[w]))
     wmax = max(args.workers)
     big = run_mono(large, model, work / "out", wmax)

@@ -22,6 +22,8 @@ from deltalm.modules.embedding import Embeddings
 from deltalm.modules.layers import DecoderBlock, EncoderLayer
 from deltalm.modules.linear import linear, release_packs
 
+UNPAD_MIN_FRACTION = 0.1  # CPU inference encodes only the real tokens when at least this share is padding
+
 BATCH_KEYS = (
     "encoder_input_tokens",
     "encoder_padding_mask",
@@ -114,9 +116,31 @@ class DeltaLM(nn.Module):
         if padding_mask is None:
             padding_mask = tokens.ne(self.config.pad_id)
         x = self.embedding(tokens)
+        if self._unpads(x, padding_mask):
+            return self._encode_unpadded(x, padding_mask)
         for layer in self.encoder.layers:
             x = self._checkpointed(layer, x, padding_mask)
         return x
+
+    def _unpads(self, x: torch.Tensor, padding_mask: torch.Tensor) -> bool:
+        """CPU inference on a batch that is at least ``UNPAD_MIN_FRACTION`` padding: skip the pads' matmuls."""
+        if self.training or torch.is_grad_enabled() or x.device.type != "cpu" or padding_mask.dim() != 2:
+            return False
+        return int(padding_mask.sum()) <= (1.0 - UNPAD_MIN_FRACTION) * padding_mask.numel()
+
+    def _encode_unpadded(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        """The encoder on the real tokens only; pad positions of the result are zeros (never attended to).
+
+        Projections, FFNs and LayerNorms are per token, so they run on the N real tokens instead of B·S
+        positions; attention scores still use the padded layout. Real positions equal the padded pass up to
+        float rounding (tested).
+        """
+        batch, length, d = x.shape
+        rows = padding_mask.reshape(-1).nonzero().squeeze(1)
+        h = x.reshape(batch * length, d).index_select(0, rows)
+        for layer in self.encoder.layers:
+            h = layer.forward_unpadded(h, rows, (batch, length), padding_mask)
+        return h.new_zeros(batch * length, d).index_copy_(0, rows, h).view(batch, length, d)
 
     def decode(
         self,

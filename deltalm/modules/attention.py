@@ -134,6 +134,25 @@ class MultiheadAttention(nn.Module):
         q, k, v = self.project_qkv(x)
         return self.attend(q, k, v, key_mask, causal)
 
+    def unpadded_self_attention(
+        self, x: torch.Tensor, rows: torch.Tensor, shape: tuple[int, int], key_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Self-attention of the real tokens only: x [N, d] are rows ``rows`` of a padded [B·S, d] batch.
+
+        The projections run on the N real rows; only the attention core sees the padded [B, H, S, hd] layout
+        (zeros at the pads, which ``key_mask`` [B, S] masks as keys). Returns [N, d].
+        """
+        batch, length = shape
+
+        def padded(t: torch.Tensor) -> torch.Tensor:
+            full = t.new_zeros(batch * length, self.d_model).index_copy_(0, rows, t)
+            return full.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = (padded(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        out = self._core(q, k, v, _keep_some_key(key_mask)[:, None, None, :], False)
+        out = out.transpose(1, 2).reshape(batch * length, self.d_model).index_select(0, rows)
+        return self.out_proj(out)
+
     def cached_self_attention(
         self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], step: int
     ) -> torch.Tensor:

@@ -39,6 +39,13 @@ class EncoderLayer(nn.Module):
         )
         return self.final_layer_norm(x + F.dropout(self.ffn(x), self.dropout, self.training))
 
+    def forward_unpadded(
+        self, x: torch.Tensor, rows: torch.Tensor, shape: tuple[int, int], key_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Inference on the real tokens only (x [N, d] = rows ``rows`` of the padded batch); see ``DeltaLM.encode``."""
+        x = self.self_attn_layer_norm(x + self.self_attn.unpadded_self_attention(x, rows, shape, key_mask))
+        return self.final_layer_norm(x + self.ffn(x))
+
 
 class DecoderBlock(nn.Module):
     def __init__(self, config) -> None:

@@ -250,3 +250,14 @@ def test_fused_qkv_path_equals_separate_projections_on_large_inputs():
     for t in range(3):
         logits, state = fused.decode_step(dec[:, t], state)
         assert torch.allclose(logits[:, :203], a[:, t, :203], atol=1e-5)
+
+
+def test_cpu_inference_encodes_only_real_tokens_with_the_same_result():
+    model = tiny_model()
+    src = padded_batch(src_lens=(7, 4, 1))["encoder_input_tokens"]  # 9 of 21 positions are padding
+    real = src.ne(PAD)
+    padded = model.encode(src)  # autograd on: the padded pass
+    with torch.no_grad():
+        unpadded = model.encode(src)
+    assert torch.allclose(unpadded[real], padded[real].detach(), atol=1e-5)
+    assert bool((unpadded[~real] == 0).all())  # the unpadded pass ran: pads were never computed

@@ -120,12 +120,15 @@ class ShardWriter:
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as handle:
-                with ipc.new_file(handle, self.schema) as writer:
+                hashed = _HashingWriter(handle)  # the digest of the bytes as written: no read-back pass
+                with ipc.new_file(hashed, self.schema) as writer:
                     writer.write_batch(batch)
                 handle.flush()
                 os.fsync(handle.fileno())
-            digest = _sha256(tmp)
+            digest = hashed.hexdigest()
             nbytes = tmp.stat().st_size
+            if nbytes != hashed.written:
+                raise OSError(f"short write: {hashed.written} bytes written, {nbytes} on disk")
             os.replace(tmp, final)
             fsync_dir(final.parent)
         except OSError as exc:
@@ -218,12 +221,34 @@ def _slice(cols: dict[str, tuple[np.ndarray, np.ndarray]], names: list[str], sta
     return out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+class _HashingWriter:
+    """A write-only file wrapper that feeds every written byte to sha256 (what pyarrow's IPC writer needs)."""
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+        self._digest = hashlib.sha256()
+        self.written = 0
+
+    def write(self, data) -> int:
+        self._digest.update(data)
+        self.written += len(memoryview(data).cast("B"))
+        return self._handle.write(data)
+
+    def tell(self) -> int:
+        return self.written
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def close(self) -> None:  # the caller closes the real file (after fsync)
+        pass
+
+    @property
+    def closed(self) -> bool:
+        return self._handle.closed
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
 def _maybe_kill(written: int) -> None:

@@ -236,6 +236,8 @@ def _run(args: argparse.Namespace, work: Path) -> int:
         if w in hf:
             checks.append((f"mono / datasets, wall (w={w})", hf[w]["wall_s"] / mono[w]["wall_s"], 3.0, True))
             checks.append((f"mono / datasets, CPU (w={w})", hf[w]["cpu_s"] / mono[w]["cpu_s"], 3.0, False))
+    checks.append((f"mono MB/CPU-s on the {args.scale}× input (w={wmax}; start-up amortized) / raw spm MB/CPU-s",
+                   large_bytes / big["cpu_s"] / raw_rate, 0.85, False))  # fmt: skip
     checks.append((f"peak RSS {args.scale}× input / 1× input (w={wmax})", big["peak_rss"] / mono[wmax]["peak_rss"],
                    1.25, True))  # fmt: skip
     failed = False

@@ -126,9 +126,7 @@ class ShardWriter:
                 handle.flush()
                 os.fsync(handle.fileno())
             digest = hashed.hexdigest()
-            nbytes = tmp.stat().st_size
-            if nbytes != hashed.written:
-                raise OSError(f"short write: {hashed.written} bytes written, {nbytes} on disk")
+            nbytes = hashed.written
             os.replace(tmp, final)
             fsync_dir(final.parent)
         except OSError as exc:

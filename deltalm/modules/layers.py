@@ -16,21 +16,24 @@ from deltalm.modules.feed_forward import FeedForward
 from deltalm.modules.layer_norm import LayerNorm
 
 
+def _attention(c) -> MultiheadAttention:
+    return MultiheadAttention(
+        c.d_model, c.heads, c.attention_dropout, c.fused_qkv, c.attention_backend, c.cpu_packed_linear
+    )
+
+
+def _feed_forward(c) -> FeedForward:
+    return FeedForward(c.d_model, c.ffn, c.activation, c.activation_dropout, c.cpu_packed_linear)
+
+
 class EncoderLayer(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
         c = config
         self.dropout = c.dropout
-        self.self_attn = MultiheadAttention(
-            c.d_model,
-            c.heads,
-            c.attention_dropout,
-            c.fused_qkv,
-            c.attention_backend,
-            c.cpu_packed_linear,
-        )
+        self.self_attn = _attention(c)
         self.self_attn_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
-        self.ffn = FeedForward(c.d_model, c.ffn, c.activation, c.activation_dropout, c.cpu_packed_linear)
+        self.ffn = _feed_forward(c)
         self.final_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
@@ -52,27 +55,13 @@ class DecoderBlock(nn.Module):
         super().__init__()
         c = config
         self.dropout = c.dropout
-        self.self_attn = MultiheadAttention(
-            c.d_model,
-            c.heads,
-            c.attention_dropout,
-            c.fused_qkv,
-            c.attention_backend,
-            c.cpu_packed_linear,
-        )
+        self.self_attn = _attention(c)
         self.self_attn_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
-        self.ffn_1 = FeedForward(c.d_model, c.ffn, c.activation, c.activation_dropout, c.cpu_packed_linear)
+        self.ffn_1 = _feed_forward(c)
         self.ffn_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
-        self.encoder_attn = MultiheadAttention(
-            c.d_model,
-            c.heads,
-            c.attention_dropout,
-            c.fused_qkv,
-            c.attention_backend,
-            c.cpu_packed_linear,
-        )
+        self.encoder_attn = _attention(c)
         self.encoder_attn_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
-        self.ffn_2 = FeedForward(c.d_model, c.ffn, c.activation, c.activation_dropout, c.cpu_packed_linear)
+        self.ffn_2 = _feed_forward(c)
         self.final_layer_norm = LayerNorm(c.d_model, c.layer_norm_eps)
 
     def _residual(self, x: torch.Tensor, y: torch.Tensor, norm: LayerNorm) -> torch.Tensor:

@@ -4,7 +4,9 @@
 
 Fault injection for the tests (environment): DELTALM_TEST_KILL_AT_BATCH=N SIGKILLs this process when it
 fetches its N-th micro-batch; DELTALM_TEST_KILL_IN_SAVE=S SIGKILLs it while checkpoint S is being committed
-(DeepSpeed's files written, manifest not yet).
+(DeepSpeed's files written, manifest not yet); DELTALM_TEST_HOLD_AT_BATCH=N:PATH blocks SIGTERM when it fetches
+its N-th micro-batch, creates PATH and waits (up to 120 s) for a SIGTERM, then delivers it to the trainer's
+handler, so a test can signal a run at a known step however fast the machine is.
 
 Exit codes: 0 done (or stopped by a signal after its checkpoint), 2 bad config, 3 checkpoint error,
 4 non-finite abort. Errors are one line on stderr.
@@ -35,16 +37,27 @@ class SyntheticTrainConfig(TrainingConfig):
 
 
 class KillingBatches(SyntheticBatches):
-    def __init__(self, *args, kill_at: int, **kwargs) -> None:
+    def __init__(self, *args, kill_at: int, hold_at: str, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.kill_at = kill_at
+        self.hold_at, _, self.hold_marker = hold_at.partition(":")
         self.fetched = 0
 
     def next_batch(self):
         self.fetched += 1
         if self.fetched == self.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.hold_at and self.fetched == int(self.hold_at):
+            self._hold_for_sigterm()
         return super().next_batch()
+
+    def _hold_for_sigterm(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        Path(self.hold_marker).touch()
+        received = signal.sigtimedwait({signal.SIGTERM}, 120)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        if received is not None:
+            signal.raise_signal(signal.SIGTERM)  # through the trainer's own handler
 
 
 def install_kill_in_save(step: int) -> None:
@@ -90,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         dp_rank=rank.rank,
         dp_world_size=rank.world_size,
         kill_at=kill_at,
+        hold_at=os.environ.get("DELTALM_TEST_HOLD_AT_BATCH", ""),
     )
     try:
         result = Trainer(config, model, batches, rank).fit()

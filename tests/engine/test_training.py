@@ -115,16 +115,19 @@ def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(workdir):
     reference = trained(workdir, 1, 1)
     run = workdir / "term"
     argv = args(workdir, "term", "deepspeed.zero_stage=1", "checkpoint.every=0", f"run.max_steps={STEPS}")
-    (proc,) = ranks.start(1, argv)
+    held = workdir / "term.held"
+    # batch 5 is the first micro-batch of step 3: the run holds there until the signal arrives, finishes step 3,
+    # checkpoints and stops (a plain race against a fast machine could finish all steps before the signal)
+    (proc,) = ranks.start(1, argv, extra_env={"DELTALM_TEST_HOLD_AT_BATCH": f"5:{held}"})
     deadline = time.time() + 120
-    while time.time() < deadline and not (run / "metrics.jsonl").is_file():
+    while time.time() < deadline and not held.is_file() and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-3000:]
     assert "SIGTERM" in err
     stopped = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"]
-    assert stopped < STEPS
+    assert stopped == 3
     assert (run / "checkpoints" / "latest").read_text().strip() == f"step_{stopped:09d}"
     ok(ranks.run(1, argv))
     assert exact(metrics(run)) == exact(reference)

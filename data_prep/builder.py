@@ -40,6 +40,7 @@ class BuildOptions:
     max_doc_bytes: int = 64 << 20
     block_bytes: int = 1 << 20
     progress: bool = True
+    direct_io: bool = True  # shard files bypass the page cache where the filesystem allows it
 
 
 @dataclass
@@ -174,7 +175,14 @@ def _build_input(
         src_lang=stream.get("src_lang", ""),
         tgt_lang=stream.get("tgt_lang", ""),
     )
-    writer = ShardWriter(dataset.root, dataset.stream_name, schema, options.shard_size, len(stream["shards"]))
+    writer = ShardWriter(
+        dataset.root,
+        dataset.stream_name,
+        schema,
+        options.shard_size,
+        len(stream["shards"]),
+        options.direct_io,
+    )
     skip_rows = resume["skip_rows"]
     label = f"{dataset.stream_name} {Path(spec.paths[0]).name}"
     progress = Progress(

@@ -74,6 +74,11 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
         default=1 << 20,
         help="bytes per tokenizer task (speed only; output unchanged)",
     )
+    p.add_argument(
+        "--buffered-io",
+        action="store_true",
+        help="write shards through the page cache instead of O_DIRECT (speed only; output unchanged)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,6 +169,7 @@ def _build_options(args: argparse.Namespace):
         max_doc_bytes=getattr(args, "max_doc_bytes", 64 << 20),
         block_bytes=args.block_size,
         progress=not args.no_progress,
+        direct_io=not args.buffered_io,
     )
 
 

@@ -9,9 +9,11 @@ aligned files. Skips come back as ``(reason, line)`` with absolute 1-based line 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
 
 from .readers import TOO_LONG
 
@@ -23,19 +25,15 @@ class MonoRecords:
     docs: list[str | bytes] = field(default_factory=list)  # kept documents, paragraphs joined by a space
     doc_first_line: list[int] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
-    first_line: int = 0  # fast path: line numbers are derived from raw_docs on demand
-    raw_docs: list[bytes] | None = None
+    first_line: int = 0  # fast path: line numbers come from byte offsets on demand
+    doc_offsets: np.ndarray | None = None  # fast path: each document's byte offset in the block
+    newlines: np.ndarray | None = None  # fast path: byte offsets of the block's newlines
 
     def line_of(self, i: int) -> int:
         """1-based line number of kept document ``i``."""
-        if self.raw_docs is None:
+        if self.doc_offsets is None:
             return self.doc_first_line[i]
-        if len(self.doc_first_line) != len(self.raw_docs):
-            line, self.doc_first_line = self.first_line, []
-            for doc in self.raw_docs:
-                self.doc_first_line.append(line)
-                line += doc.count(b"\n") + 2
-        return self.doc_first_line[i]
+        return self.first_line + int(np.searchsorted(self.newlines, self.doc_offsets[i]))
 
 
 @dataclass
@@ -80,39 +78,69 @@ def _text_lines(data: bytes, max_line_bytes: int) -> Iterator[tuple[str | None, 
             yield (s[:-1] if s.endswith("\r") else s), None
 
 
-_WHITESPACE_LINE = re.compile(r"\n[^\S\n]+(?:\n|\Z)")
+# What can start a whitespace-only line (``str.isspace`` characters, as UTF-8): one ASCII byte, or the first two
+# bytes of U+0085/U+00A0 (c2 85, c2 a0), U+1680 (e1 9a), U+2000-U+203F and U+205F (e2 80, e2 81), U+3000 (e3 80).
+_SPACE_BYTE = np.zeros(256, dtype=bool)
+_SPACE_BYTE[[0x09, 0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x1F, 0x20]] = True
+_SPACE_PAIR = np.zeros(1 << 16, dtype=bool)
+_SPACE_PAIR[[0xC285, 0xC2A0, 0xE19A, 0xE280, 0xE281, 0xE380]] = True
+
+
+def valid_utf8(data: bytes) -> bool:
+    """Whether ``data`` is strict UTF-8 (what ``bytes.decode("utf-8")`` accepts), without building a str: Arrow's
+    validator, several times faster than decoding on non-ASCII text."""
+    if data.isascii():
+        return True
+    offsets = np.array([0, len(data)], dtype=np.int64)
+    array = pa.Array.from_buffers(pa.large_string(), 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    try:
+        array.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _parse_mono_fast(
     data: bytes, first_line: int, max_line_bytes: int, max_doc_bytes: int
 ) -> MonoRecords | None:
-    """CC100 parsing of a clean block with C-level string operations only: valid UTF-8, no NUL/CR, exactly one
-    blank line between documents, no whitespace-only line, no over-long line or document. ``None`` otherwise
-    (the exact line loop below then decides; both give the same records on clean blocks)."""
-    if b"\x00" in data or b"\r" in data or data.startswith(b"\n") or b"\n\n\n" in data:
+    """CC100 parsing of a clean block with C and numpy operations only: valid UTF-8, no NUL/CR, exactly one blank
+    line between documents, no whitespace-only line, no over-long line or document. ``None`` otherwise (the exact
+    line loop below then decides; both give the same records on clean blocks)."""
+    if b"\x00" in data or b"\r" in data or data.startswith(b"\n") or not valid_utf8(data):
         return None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    first_end = text.find("\n")
-    if _WHITESPACE_LINE.search(text) or text[: first_end if first_end >= 0 else len(text)].isspace():
-        return None
-    # Split and join on the bytes (cheaper than on str); SentencePiece encodes UTF-8 bytes directly.
     body = data[:-2] if data.endswith(b"\n\n") else data[:-1] if data.endswith(b"\n") else data
     out = MonoRecords()
     if not body:
         return out
-    docs = body.split(b"\n\n")
-    longest = max(map(len, docs))
-    if longest + 1 > max_doc_bytes:
+    if body.endswith(b"\n"):  # data ended with three newlines
         return None
-    if longest > max_line_bytes and any(
-        len(doc) > max_line_bytes and max(map(len, doc.split(b"\n"))) > max_line_bytes for doc in docs
-    ):
+    raw = np.frombuffer(body, dtype=np.uint8)
+    newlines = np.flatnonzero(raw == 0x0A)
+    step = np.diff(newlines)
+    if np.any((step[:-1] == 1) & (step[1:] == 1)):  # two blank lines in a row
         return None
-    out.first_line, out.raw_docs = first_line, docs  # line numbers only computed if a skip needs them
-    out.docs = [doc.replace(b"\n", b" ") for doc in docs]
+    line_starts = np.concatenate(([0], newlines + 1))
+    line_ends = np.concatenate((newlines, [len(body)]))
+    if int((line_ends - line_starts).max()) > max_line_bytes:
+        return None
+    # A blank line (two adjacent newlines) separates documents; lines never start at len(body) (no trailing "\n").
+    lead = raw[line_starts].astype(np.int64)
+    second = raw[np.minimum(line_starts + 1, len(body) - 1)]
+    for i in np.flatnonzero(_SPACE_BYTE[lead] | _SPACE_PAIR[(lead << 8) | second]).tolist():
+        if body[line_starts[i] : line_ends[i]].decode("utf-8").isspace():
+            return None
+    separators = newlines[:-1][step == 1]
+    doc_starts = np.concatenate(([0], separators + 2))
+    doc_ends = np.concatenate((separators, [len(body)]))
+    if int((doc_ends - doc_starts).max()) + 1 > max_doc_bytes:
+        return None
+    spaced = body.replace(b"\n", b" ")  # same length: document offsets still hold
+    out.docs = [spaced[a:b] for a, b in zip(doc_starts.tolist(), doc_ends.tolist(), strict=True)]
+    out.first_line, out.doc_offsets, out.newlines = (
+        first_line,
+        doc_starts,
+        newlines,
+    )  # lines only if a skip asks
     return out
 
 

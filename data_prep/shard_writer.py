@@ -2,7 +2,8 @@
 
 A shard closes at the first row that brings its payload (4 bytes a token + 4 bytes a row and column) to
 ``shard_size`` or more, so shard boundaries depend only on the row sequence, not on blocks or workers.
-Each shard is ONE record batch in an uncompressed Arrow IPC file (zero-copy when memory-mapped).
+Each shard is ONE record batch in an uncompressed Arrow IPC file (zero-copy when memory-mapped), written with
+direct I/O where the filesystem allows it (:mod:`data_prep.direct_file`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pyarrow.ipc as ipc
 
 from deltalm.shard_format import fsync_dir
 
+from .direct_file import DirectFile
 from .errors import describe_os_error
 from .tokenize_pool import BlockResult
 
@@ -52,8 +54,17 @@ def shard_file_name(index: int) -> str:
 
 
 class ShardWriter:
-    def __init__(self, root: Path, stream: str, schema: pa.Schema, shard_size: int, next_index: int):
+    def __init__(
+        self,
+        root: Path,
+        stream: str,
+        schema: pa.Schema,
+        shard_size: int,
+        next_index: int,
+        direct_io: bool = True,
+    ):
         self.root = Path(root)
+        self.direct_io = direct_io  # O_DIRECT shard files (see data_prep.direct_file)
         self.stream = stream
         self.schema = schema
         self.names = list(schema.names)
@@ -119,12 +130,11 @@ class ShardWriter:
         tmp = final.with_name(f".{name}.tmp")
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as handle:
+            with DirectFile(tmp, direct=self.direct_io) as handle:
                 hashed = _HashingWriter(handle)  # the digest of the bytes as written: no read-back pass
                 with ipc.new_file(hashed, self.schema) as writer:
                     writer.write_batch(batch)
-                handle.flush()
-                os.fsync(handle.fileno())
+                handle.commit()
             digest = hashed.hexdigest()
             nbytes = hashed.written
             os.replace(tmp, final)
@@ -179,7 +189,8 @@ class _ColumnBuffer:
             self._populate(4 * end)
         self.values[self.size : end] = values
         self.size = end
-        self.lengths.append(lengths)
+        # A copy, never a view: the caller's arrays may live in a result slot that is reused once this returns.
+        self.lengths.append(np.array(lengths, dtype=np.int64, copy=True))
 
     def _populate(self, upto: int) -> None:
         start = self._populated

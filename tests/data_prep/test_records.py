@@ -1,4 +1,4 @@
-"""The C-level CC100 parser agrees with the exact line-by-line one wherever it accepts a block."""
+"""The fast CC100 parser (C and numpy) agrees with the exact line-by-line one wherever it accepts a block."""
 
 from __future__ import annotations
 
@@ -6,23 +6,57 @@ import random
 
 from data_prep import records
 
+# every str.isspace character, and lines that merely start with the same UTF-8 bytes as one
+SPACES = [chr(c) for c in range(0x110000) if chr(c).isspace() and chr(c) not in "\n\r"]
+LOOKALIKES = ["“quote”", "「台詞」", "カタカナ", "\u2010dash", "\u00a1hola", "\u1681x", "\u3001、"]
+
 
 def test_fast_and_loop_parsers_agree(monkeypatch):
     rng = random.Random(0)
-    pieces = ["abc", "Grüße", "", "", " \t", "x y", "中文", "long " * 30]
+    pieces = ["abc", "Grüße", "", "", " \t", "x y", "中文", "long " * 30, *LOOKALIKES]
     cases = []
-    for _ in range(1000):
+    for _ in range(3000):
         n = rng.randint(0, 30)
-        text = "\n".join(rng.choice(pieces) for _ in range(n)) + rng.choice(["", "\n", "\n\n"])
-        cases.append(text.encode())
-    fast = [records._parse_mono_fast(data, 5, 1 << 20, 1 << 20) for data in cases]
-    assert 100 < sum(f is not None for f in fast) < 900  # both paths exercised
+        lines = [rng.choice(pieces) for _ in range(n)]
+        if rng.random() < 0.2:  # a whitespace-only line of any kind of space
+            lines.insert(rng.randint(0, n), "".join(rng.choices(SPACES, k=rng.randint(1, 3))))
+        text = "\n".join(lines) + rng.choice(["", "\n", "\n\n", "\n\n\n"])
+        cases.append((text.encode(), rng.choice([1 << 20, 40, 160]), rng.choice([1 << 20, 100, 400])))
+    fast = [records._parse_mono_fast(data, 5, line_max, doc_max) for data, line_max, doc_max in cases]
+    assert 300 < sum(f is not None for f in fast) < 2700  # both paths exercised
     monkeypatch.setattr(records, "_parse_mono_fast", lambda *a: None)
-    for data, f in zip(cases, fast, strict=True):
+    for (data, line_max, doc_max), f in zip(cases, fast, strict=True):
         if f is not None:
-            slow = records.parse_mono(data, 5, 1 << 20, 1 << 20)
+            slow = records.parse_mono(data, 5, line_max, doc_max)
             lines = [f.line_of(i) for i in range(len(f.docs))]
             assert (f.docs, lines, f.skips) == (slow.docs, slow.doc_first_line, slow.skips), data
+
+
+def test_every_kind_of_whitespace_line_is_caught_by_the_fast_parser():
+    for space in SPACES:
+        assert records._parse_mono_fast(f"a\n{space}\nb\n".encode(), 1, 1 << 20, 1 << 20) is None, hex(
+            ord(space)
+        )
+        assert records._parse_mono_fast(f"{space}\nb\n".encode(), 1, 1 << 20, 1 << 20) is None, hex(
+            ord(space)
+        )
+    for text in LOOKALIKES:
+        assert records._parse_mono_fast(f"a\n{text}\n".encode(), 1, 1 << 20, 1 << 20) is not None, text
+
+
+def test_utf8_validator_agrees_with_python():
+    rng = random.Random(1)
+    edge = [b"\xc0\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xf0\x9f\x98", b"\xe2\x82", b"\x80", b"\xff",
+            b"\xef\xbf\xbf", b"\xf4\x8f\xbf\xbf", b"\xed\x9f\xbf", b"\xee\x80\x80", "Grüße 中文 😀".encode()]  # fmt: skip
+    cases = edge + [bytes(rng.randrange(256) for _ in range(rng.randint(0, 6))) for _ in range(20000)]
+    cases += [b"ok " + c + " 😀".encode() for c in edge]
+    for data in cases:
+        try:
+            data.decode("utf-8")
+            python = True
+        except UnicodeDecodeError:
+            python = False
+        assert records.valid_utf8(data) == python, data
 
 
 def test_unclean_blocks_take_the_exact_path():

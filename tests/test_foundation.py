@@ -35,7 +35,12 @@ def test_xlmr_vocabulary_matches_released_checkpoint():
 def test_pieces_to_ids_without_processor():
     v = Vocabulary(100)
     ids = v.pieces_to_ids(np.array([0, 1, 2, 3, 99]))
-    assert ids.tolist() == [3, 0, 2, 4, 100]
+    assert ids.tolist() == [3, 0, 2, 4, 100] and ids.dtype == np.int32
+    assert v.pieces_to_ids(np.array([5, 0, 0, 1], dtype=np.int32)).tolist() == [6, 3, 3, 0]
+    assert v.pieces_to_ids(np.zeros(0, dtype=np.int64)).tolist() == []
+    for bad in ([100], [-1], [3, 100, 4]):
+        with pytest.raises(IndexError, match="outside the model"):
+            v.pieces_to_ids(np.array(bad))
 
 
 @dataclasses.dataclass

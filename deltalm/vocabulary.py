@@ -33,10 +33,15 @@ def lang_tag(lang: str) -> str:
     return f"__{lang}__"
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (``hashlib.file_digest``: one reused buffer, no per-chunk allocation)."""
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read into one reused buffer (no allocation per chunk)."""
+    digest = hashlib.sha256()
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
     with open(path, "rb", buffering=0) as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        while n := handle.readinto(buffer):
+            digest.update(view[:n])
+    return digest.hexdigest()
 
 
 def pad_to_multiple(n: int, multiple: int) -> int:

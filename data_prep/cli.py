@@ -148,7 +148,7 @@ def _canonical_command(args: argparse.Namespace, argv: list[str]) -> str:
         if arg in ("--workers", "--block-size"):
             skip = True
             continue
-        if arg.startswith(("--workers=", "--block-size=")) or arg == "--no-progress":
+        if arg.startswith(("--workers=", "--block-size=")) or arg in ("--no-progress", "--buffered-io"):
             continue
         out.append(arg)
     return "python -m data_prep " + shlex.join(out)

@@ -58,10 +58,10 @@ def test_mono_rows_decode_back_to_the_documents(spm_model, tmp_path):
     assert manifest["tokenizer"] == vocab.fingerprint()
 
 
-def test_output_is_independent_of_workers_and_block_size(spm_model, tmp_path):
+def test_output_is_independent_of_workers_block_size_and_io_mode(spm_model, tmp_path):
     build(tmp_path / "ds", spm_model, "--workers", "1")
     one = read_tree(tmp_path / "ds")
-    build(tmp_path / "ds2", spm_model, "--workers", "2", "--block-size", "8k")
+    build(tmp_path / "ds2", spm_model, "--workers", "2", "--block-size", "8k", "--buffered-io")
     two = read_tree(tmp_path / "ds2")
     assert one.keys() == two.keys()
     for name in one:

@@ -1,14 +1,14 @@
 """A write-only output file that bypasses the page cache (``O_DIRECT``), falling back to ordinary writes.
 
 Shards are written once and read much later (by training, on other machines): staging them in the page cache
-only costs CPU, for the kernel to allocate and copy into fresh cache pages (on a VM 2-4 ms a MB the first time a
+only costs CPU, for the kernel to allocate and copy into fresh cache pages (on a VM 1-4 ms a MB the first time a
 page is touched), and evicts what training is reading. ``O_DIRECT`` moves the bytes from one reused, page-aligned
 staging buffer straight to the device: about 0.1 ms of CPU a MB here.
 
 Direct I/O needs aligned memory, offsets and lengths: the staging buffer is an anonymous mapping (page-aligned)
 written out whole; the last partial buffer is padded to the alignment and the file is then truncated to its real
-length. A filesystem that refuses ``O_DIRECT`` (tmpfs, some network filesystems: ``EINVAL`` at open or at the first
-write) gets ordinary buffered writes, with the same bytes in the file.
+length. A filesystem that refuses ``O_DIRECT`` (tmpfs, some network filesystems: ``EINVAL`` or ``EOPNOTSUPP`` at open
+or at the first write) gets ordinary buffered writes, with the same bytes in the file.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import mmap
 import os
 from pathlib import Path
 
+REFUSALS = (errno.EINVAL, errno.EOPNOTSUPP)  # how a filesystem says it does not do direct I/O
 ALIGN = 4096  # the largest logical block size in common use; every direct write is a multiple of it
 STAGE_BYTES = 4 << 20
 
@@ -34,7 +35,7 @@ class DirectFile:
             try:
                 self._fd = os.open(path, flags | os.O_DIRECT, 0o644)
             except OSError as exc:
-                if exc.errno != errno.EINVAL:
+                if exc.errno not in REFUSALS:
                     raise
                 self.direct = False
         if self._fd < 0:
@@ -99,7 +100,7 @@ class DirectFile:
             try:
                 done += os.write(self._fd, chunk[done:])
             except OSError as exc:
-                if not (self.direct and exc.errno == errno.EINVAL and done == 0):
+                if not (self.direct and exc.errno in REFUSALS and done == 0):
                     raise
                 self._fall_back()
                 continue

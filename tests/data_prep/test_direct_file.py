@@ -44,12 +44,13 @@ def test_an_exact_multiple_of_the_stage_leaves_nothing_to_pad(tmp_path):
     assert path.read_bytes() == data
 
 
-def test_open_refused_falls_back_to_buffered_writes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("code", [errno.EINVAL, errno.EOPNOTSUPP])
+def test_open_refused_falls_back_to_buffered_writes(tmp_path, monkeypatch, code):
     real_open = os.open
 
     def refuse_direct(path, flags, mode=0o777):
         if flags & os.O_DIRECT:
-            raise OSError(errno.EINVAL, "Invalid argument")
+            raise OSError(code, os.strerror(code))
         return real_open(path, flags, mode)
 
     monkeypatch.setattr(direct_file.os, "open", refuse_direct)

@@ -59,10 +59,17 @@ class Setting:
     repeats: int = 3
     seed: int = 1234
 
+    @classmethod
+    def from_preset(cls, preset: str, **run) -> Setting:
+        """The widths of a ``DeltaLMConfig`` preset (the one place they live), with this run's batch etc."""
+        c = DeltaLMConfig.preset(preset)
+        dims = dict(vocab=c.vocab_size, d_model=c.d_model, heads=c.heads, ffn=c.ffn)
+        return cls(**dims, encoder_layers=c.encoder_layers, decoder_blocks=c.decoder_blocks, **run)
+
 
 SETTINGS = {
     # the `tiny` preset (CI, demo): per-step work is small, so search and cache overhead decides
-    "tiny": Setting(vocab=8104, d_model=128, heads=4, ffn=512, encoder_layers=4, decoder_blocks=2, batch=16),
+    "tiny": Setting.from_preset("tiny", batch=16),
     # wider: the 32k-row output projection and the FFNs dominate, the same matmuls on both sides
     "small": Setting(
         vocab=32_000,
@@ -75,17 +82,7 @@ SETTINGS = {
         new_tokens=16,
     ),
     # base: DeltaLM-base widths and the XLM-R vocabulary (250,104 rows); opt-in (--setting base), minutes
-    "base": Setting(
-        vocab=250_104,
-        d_model=768,
-        heads=12,
-        ffn=3072,
-        encoder_layers=12,
-        decoder_blocks=6,
-        batch=4,
-        new_tokens=8,
-        repeats=2,
-    ),
+    "base": Setting.from_preset("base", batch=4, new_tokens=8, repeats=2),
 }
 DEFAULT_SETTINGS = ("tiny", "small")
 

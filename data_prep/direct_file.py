@@ -65,9 +65,6 @@ class DirectFile:
     def tell(self) -> int:
         return self.written
 
-    def fileno(self) -> int:
-        return self._fd
-
     @property
     def closed(self) -> bool:
         return self._fd < 0

@@ -169,8 +169,9 @@ def iter_blocks(
             if full and (cut if cut >= 0 else len(buf)) - start > max_record_bytes:
                 # Too long: emit the records before it, then drop it without buffering it whole.
                 if start:
-                    yield _block(bytes(buf[:start]), offset, line, skips, plain)
-                    offset, line = offset + start, line + buf.count(b"\n", 0, start)
+                    block = _block(buf, start, offset, line, skips, plain)
+                    yield block
+                    offset, line = offset + start, line + block.lines
                     del buf[:start]
                 skips.append((too_long_reason, str(path), line))
                 dropped, newlines, buf = _drop_record(reader, buf, boundary)
@@ -188,16 +189,16 @@ def iter_blocks(
                 end = len(buf)
             if end == 0:
                 break
-            data = bytes(buf[:end])
-            if eof and reader.broken:
+            if eof and reader.broken:  # (compressed input) keep the whole records before the damage
+                data = bytes(buf[:end])
                 last = data.rfind(boundary)
                 data = data[: last + len(boundary)] if last >= 0 else b""
                 if data:
-                    block = _block(data, offset, line, skips, plain)
+                    block = _block(data, len(data), offset, line, skips, plain)
                     yield block
                     line += block.lines
                 break
-            block = _block(data, offset, line, skips, plain)
+            block = _block(buf, end, offset, line, skips, plain)
             yield block
             offset, line = offset + end, line + block.lines
             del buf[:end]
@@ -207,16 +208,18 @@ def iter_blocks(
         reader.close()
 
 
-def count_newlines(data: bytes) -> int:
-    """``data.count(b"\\n")``, vectorized (about 8x faster on a 1 MB block)."""
-    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A))
+def count_newlines(data: bytes | bytearray, end: int = -1) -> int:
+    """``data.count(b"\\n", 0, end)``, vectorized (about 8x faster on a 1 MB block), without a copy."""
+    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8, count=end) == 0x0A))
 
 
-def _block(data: bytes, offset: int, line: int, skips: list, plain: str | None) -> Block:
-    block = Block(data=data, offset=(offset,), line=line, lines=count_newlines(data), nbytes=len(data))
+def _block(buf: bytes | bytearray, end: int, offset: int, line: int, skips: list, plain: str | None) -> Block:
+    """The block of ``buf[:end]``. A plain file's block carries no bytes: the worker reads them itself, so the
+    parent neither copies nor pickles them."""
+    data = b"" if plain is not None else bytes(buf[:end])
+    lines = count_newlines(buf, end)
+    block = Block(data=data, offset=(offset,), line=line, lines=lines, nbytes=end, source=plain)
     block.pre_skips, skips[:] = list(skips), []
-    if plain is not None:
-        block.data, block.source = b"", plain
     return block
 
 

@@ -135,8 +135,7 @@ class ShardWriter:
                 with ipc.new_file(hashed, self.schema) as writer:
                     writer.write_batch(batch)
                 handle.commit()
-            digest = hashed.hexdigest()
-            nbytes = hashed.written
+            digest, nbytes = hashed.hexdigest(), handle.tell()
             os.replace(tmp, final)
             fsync_dir(final.parent)
         except OSError as exc:
@@ -236,15 +235,13 @@ class _HashingWriter:
     def __init__(self, handle) -> None:
         self._handle = handle
         self._digest = hashlib.sha256()
-        self.written = 0
 
     def write(self, data) -> int:
         self._digest.update(data)
-        self.written += len(memoryview(data).cast("B"))
         return self._handle.write(data)
 
     def tell(self) -> int:
-        return self.written
+        return self._handle.tell()
 
     def flush(self) -> None:
         self._handle.flush()

@@ -92,3 +92,27 @@ def test_other_errors_are_raised(tmp_path, monkeypatch):
     with DirectFile(tmp_path / "out.bin", stage_bytes=4096) as handle, pytest.raises(OSError) as info:
         handle.write(b"x" * 5000)
     assert info.value.errno == errno.ENOSPC
+
+
+def test_a_short_unaligned_direct_write_switches_to_buffered(tmp_path, monkeypatch):
+    """A direct write that returns an unaligned count leaves the rest unaligned: it goes on buffered."""
+    real_open, real_write = os.open, os.write
+    calls = []
+    # the fd is opened without O_DIRECT underneath, so the simulated short write can really land
+    monkeypatch.setattr(direct_file.os, "open", lambda p, f, m=0o777: real_open(p, f & ~os.O_DIRECT, m))
+
+    def short_first(fd, data):
+        calls.append(len(data))
+        return real_write(fd, data[:1000] if len(calls) == 1 else data)
+
+    monkeypatch.setattr(direct_file.os, "write", short_first)
+    path = tmp_path / "out.bin"
+    parts = chunks(3)
+    with DirectFile(path, stage_bytes=4096) as handle:
+        assert handle.direct
+        for part in parts:
+            handle.write(part)
+        handle.commit()
+        assert not handle.direct
+    assert calls[:2] == [4096, 3096]
+    assert path.read_bytes() == b"".join(parts)

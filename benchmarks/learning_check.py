@@ -1,6 +1,7 @@
 """Learning check: a tiny DeltaLM fine-tuned En→X on real human translations, per-language sacreBLEU.
 
-Data: ``../shared/data/gettext-mt/train.en-XX.jsonl.gz`` (Debian gettext catalogs). A held-out test split
+Data: ``--corpus DIR`` holding ``train.en-XX.jsonl.gz`` (Debian gettext catalogs; default: the bundled
+``data_prep/sample_corpus/parallel``, En-De and En-Fr; the full corpus has 14 languages). A held-out test split
 is made per language by hashing the English source (sha1 of the text, so identical sources never straddle
 the split): ``--test-per-lang`` pairs go to test, the rest (capped at ``--train-per-lang``) to training.
 The same budget (``--steps`` optimizer steps of ``--batch`` pairs) is spent once from random init and once
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml  # noqa: E402
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "gettext-mt"
+CORPUS = Path(__file__).resolve().parent.parent / "data_prep" / "sample_corpus" / "parallel"
 
 
 def split_language(lang: str, corpus: Path, out: Path, test_n: int, train_cap: int) -> dict:
@@ -119,8 +120,12 @@ def config_for(args, work: Path, spm: Path, init: dict, name: str, model: dict) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--langs", nargs="+", default=["de", "fr", "zh", "hi"])
-    parser.add_argument("--corpus", default=str(CORPUS))
+    parser.add_argument("--langs", nargs="+", default=["de", "fr"])
+    parser.add_argument(
+        "--corpus",
+        default=str(CORPUS),
+        help="directory of train.en-XX.jsonl.gz files (Debian gettext layout)",
+    )
     parser.add_argument("--work", default="runs/learning_check")
     parser.add_argument(
         "--pretrained",

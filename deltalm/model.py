@@ -1,6 +1,6 @@
 """DeltaLM: XLM-R encoder + interleaved decoder, one shared embedding tied to the output projection.
 
-Architecture facts in ``DESIGN.md`` §6: post-LN, erf GELU, learned positions (XLM-R formula, 514 rows),
+Architecture facts in ``docs/design.md#model``: post-LN, erf GELU, learned positions (XLM-R formula, 514 rows),
 embedding LayerNorm only when ``config.embedding_layer_norm``, no final LayerNorm, no embedding scaling, no
 output bias. Each decoder block is self-attention → FFN-1 → cross-attention → FFN-2. Padding is derived from
 ``config.pad_id``; embedding rows beyond ``config.vocab_size`` (vocabulary padding) get -inf logits and are
@@ -170,7 +170,7 @@ class DeltaLM(nn.Module):
         return self.logits(self.decode(decoder_input_tokens, encoder_out, mask))
 
     def loss(self, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> LossOutput:
-        """Summed (label-smoothed) cross-entropy of a seqio-style batch (DESIGN.md §5).
+        """Summed (label-smoothed) cross-entropy of a seqio-style batch (docs/design.md#batches).
 
         Tokens with ``decoder_loss_weights > 0`` are scored (weights act as a mask); the caller divides
         ``loss_sum`` by the global token count.

@@ -1,4 +1,4 @@
-"""DeltaLMConfig: every dimension of the model, with presets in code (DESIGN.md §6)."""
+"""DeltaLMConfig: every dimension of the model, with presets in code (docs/design.md#model)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The on-disk contract between data_prep and the loaders (DESIGN.md §4).
+"""The on-disk contract between data_prep and the loaders (docs/design.md#shards).
 
 A dataset directory holds ``manifest.json`` and one sub-directory per stream:
 ``LANG/shard-00000.arrow`` for monolingual text, ``SRC-TGT/shard-00000.arrow`` for parallel text.

@@ -1,4 +1,4 @@
-"""The vocabulary contract shared by every stage (DESIGN.md §3).
+"""The vocabulary contract shared by every stage (docs/design.md#vocabulary).
 
 Ids follow fairseq / XLM-R: ``<s>``=0, ``<pad>``=1, ``</s>``=2, ``<unk>``=3, SentencePiece piece *p* → *p*+1
 (SentencePiece's own ``<unk>``/``<s>``/``</s>`` control pieces map onto the fairseq specials), then ``<mask>``,

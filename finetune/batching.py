@@ -1,4 +1,4 @@
-"""Length-bucketed, resumable batches of tokenized examples, in the batch contract (DESIGN.md §5).
+"""Length-bucketed, resumable batches of tokenized examples, in the batch contract (docs/design.md#batches).
 
 Training order is a pure function of ``(seed, epoch)``: the examples are shuffled, cut into buckets of
 ``bucket_factor × batch_size``, each bucket sorted by length and cut into batches, and the batches shuffled.

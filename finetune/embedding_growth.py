@@ -1,6 +1,6 @@
 """Growing a pre-trained model's vocabulary for the fine-tuning language tags.
 
-Language tags (``__de__`` …) exist only in fine-tuning (DESIGN.md §3), after the sentinels, so a pre-trained
+Language tags (``__de__`` …) exist only in fine-tuning (docs/design.md#vocabulary), after the sentinels, so a pre-trained
 model's embedding (tied to the output projection) needs new rows. Each new row is initialized to the mean of
 the existing real-token rows (every row but ``<pad>``): a neutral starting point with the typical norm of a
 token, so a tag neither dominates nor vanishes at the first steps. Rows beyond the logical vocabulary

@@ -1,6 +1,6 @@
 """The fine-tuning tasks: how a record becomes (source ids, target ids, reference text).
 
-Sequences follow the vocabulary contract (DESIGN.md §3): source ``[tag] X </s>``, target ``Y </s>``.
+Sequences follow the vocabulary contract (docs/design.md#vocabulary): source ``[tag] X </s>``, target ``Y </s>``.
 
 - ``translation``: fields named by the language codes (``{"en": ..., "de": ...}``) or ``source``/``target``.
   The target-language tag (``__de__``) is prepended to the source (the official multilingual recipe).

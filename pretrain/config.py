@@ -25,7 +25,7 @@ class PretrainConfig(TrainingConfig):
 PRESETS: dict[str, dict] = {
     "paper": {
         "run": {"run_dir": "runs/pretrain-paper", "max_steps": 600_000, "log_every": 100},
-        # The fast path (issue 8): SDPA attention, fused QKV, chunked loss (model defaults), vocabulary rows
+        # The fast path: SDPA attention, fused QKV, chunked loss (model defaults), vocabulary rows
         # padded to a multiple of 64 for tensor-core GEMMs, torch fused AdamW on CUDA (optimizer.fused=auto),
         # bf16 with fp32 master weights, no activation checkpointing (only where memory forces it).
         "model": {"preset": "base", "pad_vocab_to_multiple": 64},

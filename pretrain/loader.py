@@ -106,7 +106,7 @@ def _merge_manifests(data_dirs: list[str]) -> tuple[dict[str, dict], list[str], 
 
 
 class PretrainLoader:
-    """Span-corruption batches (DESIGN.md §5 contract) for one data-parallel rank; see the module docstring."""
+    """Span-corruption batches (docs/design.md#batches contract) for one data-parallel rank; see the module docstring."""
 
     def __init__(
         self,
@@ -287,7 +287,7 @@ class PretrainLoader:
         return out, task, LoaderState(state.counter + 1, cursors)
 
     def to_batch(self, inputs: np.ndarray, targets: np.ndarray) -> dict[str, torch.Tensor]:
-        """The DESIGN.md §5 batch: no padding, decoder input = ``</s>`` + targets[:-1]."""
+        """The docs/design.md#batches batch: no padding, decoder input = ``</s>`` + targets[:-1]."""
         enc = torch.from_numpy(inputs.astype(np.int64))
         tgt = torch.from_numpy(targets.astype(np.int64))
         dec = torch.empty_like(tgt)

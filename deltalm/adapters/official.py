@@ -1,6 +1,6 @@
 """The released DeltaLM checkpoint layout (``deltalm-base.pt`` / ``deltalm-large.pt``) ⇄ :class:`DeltaLM`.
 
-File: ``torch.load(f)["weights"]``, 392 tensors for base (DESIGN.md §6). The official model keeps separate
+File: ``torch.load(f)["weights"]``, 392 tensors for base (docs/design.md#model). The official model keeps separate
 source and target embeddings (``src_embedding.*``, ``tgt_embedding.*``) that are identical copies; we keep
 one and refuse a file whose copies differ. Our module names equal the official ones below the embedding, so
 the mapping is: ``{src,tgt}_embedding.X`` ↔ ``embedding.X``, everything else one to one. The config is inferred

@@ -1,6 +1,6 @@
 """Hugging Face XLM-R / InfoXLM ⇄ DeltaLM: initialization from a pretrained encoder, and encoder export.
 
-Mapping (DESIGN.md §6, layers 0-indexed): encoder layer i ← XLM-R layer i. Decoder block j ← layer 2j (its
+Mapping (docs/design.md#model, layers 0-indexed): encoder layer i ← XLM-R layer i. Decoder block j ← layer 2j (its
 self-attention → self-attn, attention LN → self-attn LN, FFN → FFN-1, output LN → FFN-1 LN) and layer 2j+1
 (self-attention → cross-attention, attention LN → cross-attn LN, FFN → FFN-2, output LN → FFN-2 LN). Embeddings,
 positions and embedding LayerNorm shared; ``token_type_embeddings[0]`` (added to every token by XLM-R) is

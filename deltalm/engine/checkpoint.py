@@ -1,4 +1,4 @@
-"""Committed checkpoints on top of DeepSpeed's ``save_checkpoint``/``load_checkpoint`` (DESIGN.md §7).
+"""Committed checkpoints on top of DeepSpeed's ``save_checkpoint``/``load_checkpoint`` (docs/design.md#training-engine).
 
 Layout of ``<checkpoint dir>``::
 

@@ -108,7 +108,7 @@ def test_inverse_sqrt_schedule_golden():
 
 
 def test_flops_of_the_paper_base_shape():
-    # DESIGN/issue: ~500 GFLOP of training per 512/114 sample for the base model
+    # the paper's figure: ~500 GFLOP of training per 512/114 sample for the base model
     assert training_flops_per_sample(DeltaLMConfig.preset("base"), 512, 114) == pytest.approx(
         500.236e9, rel=1e-5
     )

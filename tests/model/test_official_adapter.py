@@ -14,7 +14,7 @@ ENC, DEC, D, FFN, ROWS = 12, 6, 16, 24, 104  # base's layer counts at a tiny wid
 
 
 def fake_release(embedding_ln: bool = True, dtype=torch.float32, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A key set laid out like deltalm-base.pt (DESIGN.md §6), random values, src/tgt copies equal."""
+    """A key set laid out like deltalm-base.pt (docs/design.md#model), random values, src/tgt copies equal."""
     g = torch.Generator().manual_seed(seed)
     w: dict[str, torch.Tensor] = {}
 

@@ -79,7 +79,7 @@ def test_pytorch_bin_and_every_parameter_source(tmp_path):
     hf_state = hf.state_dict()
     params = dict(model.named_parameters())
     assert set(result.sources) == set(params)
-    # the documented mapping (DESIGN.md §6), spelled out: decoder block 0 <- layers 0 and 1
+    # the documented mapping (docs/design.md#model), spelled out: decoder block 0 <- layers 0 and 1
     doc = {
         "decoder.layers.0.self_attn.q_proj.weight": "encoder.layer.0.attention.self.query.weight",
         "decoder.layers.0.self_attn.out_proj.bias": "encoder.layer.0.attention.output.dense.bias",

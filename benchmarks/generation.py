@@ -288,7 +288,14 @@ def ours_generate(
     model: DeltaLM, src: torch.Tensor, *, beams: int, max_new: int, min_new: int
 ) -> list[list[int]]:
     results = beam_search(
-        model, src, beam_size=beams, max_len_b=max_new, min_len=min_new, length_penalty=1.0, stop_early=True
+        model,
+        src,
+        beam_size=beams,
+        max_len_a=0.0,
+        max_len_b=max_new,
+        min_len=min_new,
+        length_penalty=1.0,
+        stop_early=True,
     )
     return [hyps[0].tokens for hyps in results]
 
@@ -342,7 +349,9 @@ def run(s: Setting) -> dict:
     # 2. identical greedy output on identical weights (BART copied into an equivalent DeltaLM)
     twin = deltalm_twin_of_bart(bart_same_depth, config)
     hf_greedy = hf_generate(bart_same_depth, src, beams=1, max_new=s.new_tokens, min_new=1)
-    our_greedy = [h.tokens for h in greedy_search(twin, src, max_len_b=s.new_tokens, min_len=1)]
+    our_greedy = [
+        h.tokens for h in greedy_search(twin, src, max_len_a=0.0, max_len_b=s.new_tokens, min_len=1)
+    ]
     report["greedy_identical"] = sum(a == b for a, b in zip(hf_greedy, our_greedy, strict=True))
     report["greedy_sentences"] = len(src)
     hf_beam = hf_generate(bart_same_depth, src, beams=s.beam, max_new=s.new_tokens, min_new=1)

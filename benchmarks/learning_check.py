@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # the same architecture for both runs: the pre-trained model's, else the tiny preset
     model = pretrained_architecture(args.pretrained) if args.pretrained else {"preset": "tiny"}
-    inits = {"random": {"kind": "none", "path": ""}}
+    inits = {"random": {"kind": "random", "path": ""}}
     if args.pretrained:
         inits["pretrained"] = {"kind": "pretrained", "path": args.pretrained}
     results: dict = {

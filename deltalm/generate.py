@@ -3,13 +3,14 @@
 Examples::
 
     python -m deltalm.generate --model runs/demo/finetune/averaged --src-lang en --tgt-lang de < en.txt > de.txt
-    python -m deltalm.generate --model export/ --input en.txt --output de.txt --tgt-lang de --beam 5 --batch-size 64
+    python -m deltalm.generate --model export/ --input en.txt --output de.txt --tgt-lang de --beam-size 5 --batch-size 64
 
 ``--model`` is a :func:`deltalm.adapters.pretrained.save_pretrained` directory with its SentencePiece model (what
 ``python -m deltalm.export`` and a fine-tuning run's ``best/``, ``final/``, ``averaged/`` hold). Input: one
 sentence a line (stdin or ``--input``, UTF-8); output: one hypothesis a line in input order (stdout or
 ``--output``, written atomically). Sentences are tokenized with SentencePiece, sorted by length and batched
-(``--batch-size`` sentences at most), decoded with beam search, and detokenized. When ``--tgt-lang`` is given and
+(``--batch-size`` sentences at most), decoded with beam search, and detokenized
+(:func:`deltalm.generation.translate.translate_lines`, the loop validation and evaluation use too). When ``--tgt-lang`` is given and
 the vocabulary has that language's tag (a multilingual fine-tuned model), the tag is prepended to the source,
 as in fine-tuning. Empty input lines give empty output lines. Progress goes to stderr. Uses the GPU when present
 (``--device``).
@@ -21,38 +22,17 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from deltalm.adapters.checkpoint_io import CheckpointError
+from deltalm.generation.translate import GenerationError, GenerationOptions, translate_lines
 from deltalm.shard_format import write_text_atomic
-from deltalm.vocabulary import EOS_ID, PAD_ID, Vocabulary
 
 
 class GenerateError(ValueError):
-    """A user-facing failure (bad model directory, unknown language, unreadable input): one line."""
-
-
-@dataclass
-class GenerateOptions:
-    beam: int = 5
-    batch_size: int = 32
-    max_len_a: float = 1.2
-    max_len_b: int = 10
-    min_len: int = 1
-    length_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
-
-    def validate(self) -> None:
-        if self.beam < 1:
-            raise GenerateError(f"--beam must be >= 1, got {self.beam}")
-        if self.batch_size < 1:
-            raise GenerateError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.max_len_a < 0 or self.max_len_b < 1:
-            raise GenerateError("--max-len-a must be >= 0 and --max-len-b >= 1")
+    """A user-facing failure (bad model directory, unreadable input): one line."""
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -88,77 +68,6 @@ def load_model(model_dir: str | Path, device: torch.device):
     return model.eval(), vocab
 
 
-def source_ids(
-    lines: Sequence[str], vocab: Vocabulary, tgt_lang: str | None, max_len: int
-) -> list[np.ndarray]:
-    """``[tag] tokens </s>`` per line (truncated to ``max_len``); an empty line gives an empty array."""
-    prefix: list[int] = []
-    if tgt_lang and tgt_lang in vocab.lang_tags:
-        prefix = [vocab.lang_tag_id(tgt_lang)]
-    body_limit = max_len - len(prefix) - 1
-    out = []
-    for ids in vocab.encode_batch(list(lines)):
-        if len(ids) == 0:
-            out.append(np.zeros(0, dtype=np.int64))
-            continue
-        out.append(np.asarray([*prefix, *ids[:body_limit].tolist(), EOS_ID], dtype=np.int64))
-    return out
-
-
-def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices of non-empty items sorted by length (longest first, ties in input order), cut into batches."""
-    order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: (-lengths[i], i))
-    return [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
-
-
-@torch.no_grad()
-def translate(
-    model,
-    vocab: Vocabulary,
-    lines: Sequence[str],
-    *,
-    tgt_lang: str | None = None,
-    options: GenerateOptions | None = None,
-    progress=None,
-) -> list[str]:
-    """Best hypothesis per line, in input order (batched by length, order restored)."""
-    from deltalm.generation.beam_search import beam_search
-
-    options = options or GenerateOptions()
-    options.validate()
-    if tgt_lang and vocab.lang_tags and tgt_lang not in vocab.lang_tags:
-        raise GenerateError(
-            f"--tgt-lang {tgt_lang}: the model has no tag for it (tags: {', '.join(vocab.lang_tags)})"
-        )
-    limit = model.config.max_source_length
-    sources = source_ids(lines, vocab, tgt_lang, limit)
-    out = [""] * len(lines)
-    device = next(model.parameters()).device
-    done = 0
-    for batch in length_batches([len(s) for s in sources], options.batch_size):
-        longest = len(sources[batch[0]])
-        tokens = torch.full((len(batch), longest), PAD_ID, dtype=torch.long)
-        for row, index in enumerate(batch):
-            tokens[row, : len(sources[index])] = torch.from_numpy(sources[index])
-        max_len_b = max(1, min(options.max_len_b, limit - 1 - int(options.max_len_a * longest)))
-        hyps = beam_search(
-            model,
-            tokens.to(device),
-            beam_size=options.beam,
-            max_len_a=options.max_len_a,
-            max_len_b=max_len_b,
-            min_len=options.min_len,
-            length_penalty=options.length_penalty,
-            no_repeat_ngram_size=options.no_repeat_ngram_size,
-        )
-        for index, sentence in zip(batch, hyps, strict=True):
-            out[index] = vocab.decode(sentence[0].tokens) if sentence else ""
-        done += len(batch)
-        if progress is not None:
-            progress(done, sum(1 for s in sources if len(s)))
-    return out
-
-
 def read_lines(path: str | None) -> list[str]:
     try:
         if path is None or path == "-":
@@ -188,6 +97,7 @@ def write_lines(path: str | None, lines: Sequence[str]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    d = GenerationOptions()  # the generation defaults live there
     p = argparse.ArgumentParser(
         prog="python -m deltalm.generate", description="Translate / generate with DeltaLM."
     )
@@ -198,13 +108,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--tgt-lang", default=None, help="target language: its tag is prepended when the model has one"
     )
-    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--beam-size", type=int, default=d.beam_size)
     p.add_argument("--batch-size", type=int, default=32, help="sentences per batch (sorted by length)")
-    p.add_argument("--max-len-a", type=float, default=1.2, help="output length limit a*source_len + b")
-    p.add_argument("--max-len-b", type=int, default=10)
-    p.add_argument("--min-len", type=int, default=1)
-    p.add_argument("--length-penalty", type=float, default=1.0)
-    p.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    p.add_argument(
+        "--max-len-a", type=float, default=d.max_len_a, help="output length limit a*source_len + b"
+    )
+    p.add_argument("--max-len-b", type=int, default=d.max_len_b)
+    p.add_argument("--min-len", type=int, default=d.min_len)
+    p.add_argument("--length-penalty", type=float, default=d.length_penalty)
+    p.add_argument("--no-repeat-ngram-size", type=int, default=d.no_repeat_ngram_size)
     p.add_argument("--input", default=None, help="input file (default: stdin)")
     p.add_argument("--output", default=None, help="output file (default: stdout)")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N")
@@ -222,9 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[generate] {done}/{total} sentences ({rate:.1f}/s)", file=sys.stderr, flush=True)
 
     try:
-        options = GenerateOptions(
-            beam=args.beam,
-            batch_size=args.batch_size,
+        options = GenerationOptions(
+            beam_size=args.beam_size,
             max_len_a=args.max_len_a,
             max_len_b=args.max_len_b,
             min_len=args.min_len,
@@ -232,16 +143,28 @@ def main(argv: list[str] | None = None) -> int:
             no_repeat_ngram_size=args.no_repeat_ngram_size,
         )
         options.validate()
+        if args.batch_size < 1:
+            raise GenerateError(f"--batch-size must be >= 1, got {args.batch_size}")
         device = pick_device(args.device)
         model, vocab = load_model(args.model, device)
         if not args.quiet:
             print(
-                f"[generate] model {args.model} on {device}, beam {options.beam}", file=sys.stderr, flush=True
+                f"[generate] model {args.model} on {device}, beam size {options.beam_size}",
+                file=sys.stderr,
+                flush=True,
             )
         lines = read_lines(args.input)
-        hyps = translate(model, vocab, lines, tgt_lang=args.tgt_lang, options=options, progress=progress)
+        hyps = translate_lines(
+            model,
+            vocab,
+            lines,
+            options,
+            tgt_lang=args.tgt_lang,
+            batch_size=args.batch_size,
+            progress=progress,
+        )
         write_lines(args.output, hyps)
-    except GenerateError as exc:
+    except (GenerateError, GenerationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not args.quiet:

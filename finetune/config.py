@@ -12,9 +12,12 @@ from typing import Literal
 
 from deltalm.config_tree import ConfigError
 from deltalm.engine.config import OptimizerConfig, RunConfig, ScheduleConfig, TrainingConfig, build_config
+from deltalm.generation.options import GenerationOptions
 from finetune.tasks import GENERATION_TASKS, TASK_NAMES
 
 BEST_METRICS = ("auto", "loss", "bleu", "rouge1", "rouge2", "rougeL", "meteor")
+GENERATION_DEFAULTS = GenerationOptions()  # beam and length defaults: deltalm/generation/options.py
+GENERATION_TASK_LENGTH_RULE = (0.0, 80)  # a·x + b for summarization, question generation, data-to-text
 
 
 @dataclass
@@ -84,12 +87,12 @@ class TaskConfig:
     validate_every: int = 500
     valid_max_examples: int = 0  # 0 = all
     best_metric: str = "auto"
-    beam_size: int = 5
+    beam_size: int = GENERATION_DEFAULTS.beam_size
     max_len_a: float = -1.0
     max_len_b: int = -1
-    min_len: int = 1
-    length_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
+    min_len: int = GENERATION_DEFAULTS.min_len
+    length_penalty: float = GENERATION_DEFAULTS.length_penalty
+    no_repeat_ngram_size: int = GENERATION_DEFAULTS.no_repeat_ngram_size
     eval_batch_size: int = 16
     bleu_tokenize: str = "13a"
     average_last: int = 5
@@ -136,7 +139,21 @@ class TaskConfig:
         """(a, b) of the generation length limit a·x + b."""
         if self.max_len_a >= 0 and self.max_len_b >= 0:
             return self.max_len_a, self.max_len_b
-        return (0.0, 80) if self.name in GENERATION_TASKS else (1.2, 10)
+        if self.name in GENERATION_TASKS:
+            return GENERATION_TASK_LENGTH_RULE
+        return GENERATION_DEFAULTS.max_len_a, GENERATION_DEFAULTS.max_len_b
+
+    def generation_options(self) -> GenerationOptions:
+        """The beam search settings of validation and evaluation."""
+        a, b = self.length_rule
+        return GenerationOptions(
+            beam_size=self.beam_size,
+            max_len_a=a,
+            max_len_b=max(b, 1),
+            min_len=self.min_len,
+            length_penalty=self.length_penalty,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
+        )
 
     def languages(self) -> list[str]:
         """Target languages needing a tag (in first-seen order)."""

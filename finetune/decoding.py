@@ -1,9 +1,8 @@
-"""Generation and validation loss over tokenized examples (used by validation in training and by evaluate).
+"""Validation over tokenized examples: the loss of a rank's share, and its hypotheses gathered in order.
 
-Hypotheses come from :func:`deltalm.generation.beam_search.beam_search` (fairseq semantics) with the task's
-beam, length rule ``a·x + b`` (clamped to the position table), minimum length, length penalty and n-gram
-blocking; the best hypothesis is detokenized with the vocabulary (specials, sentinels and tags dropped).
-Data-parallel ranks each take a share of the batches; :func:`gather_texts` reassembles the order.
+Hypotheses come from :func:`deltalm.generation.translate.translate` with the task's settings
+(:meth:`finetune.config.TaskConfig.generation_options`); data-parallel ranks each take a share of the batches
+(:func:`finetune.batching.eval_batches`) and :func:`gather_texts` reassembles the order.
 """
 
 from __future__ import annotations
@@ -13,60 +12,25 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
-from deltalm.generation.beam_search import beam_search
+from deltalm.generation.translate import translate
 from deltalm.model import DeltaLM
-from deltalm.vocabulary import PAD_ID, Vocabulary
+from deltalm.vocabulary import Vocabulary
 from finetune.batching import collate, eval_batches
 from finetune.config import TaskConfig
 from finetune.tasks import Example
 
 
-def _source_tensor(examples: Sequence[Example]) -> torch.Tensor:
-    longest = max(len(e.source) for e in examples)
-    out = torch.full((len(examples), longest), PAD_ID, dtype=torch.long)
-    for i, e in enumerate(examples):
-        out[i, : len(e.source)] = torch.from_numpy(e.source.astype("int64"))
-    return out
-
-
-@torch.no_grad()
 def generate(
     model: DeltaLM,
     examples: Sequence[Example],
     vocab: Vocabulary,
     task: TaskConfig,
-    batch_size: int | None = None,
     dp_rank: int = 0,
     dp_world_size: int = 1,
 ) -> dict[int, str]:
     """Detokenized best hypotheses of this rank's share of ``examples``, keyed by example index."""
-    device = next(model.parameters()).device
-    a, b = task.length_rule
-    limit = model.config.max_source_length - 1
-    out: dict[int, str] = {}
-    was_training = model.training
-    model.eval()
-    try:
-        for indices in eval_batches(examples, batch_size or task.eval_batch_size, dp_rank, dp_world_size):
-            batch = [examples[i] for i in indices]
-            src = _source_tensor(batch).to(device)
-            longest = int(src.ne(PAD_ID).sum(dim=1).max())
-            max_len_b = min(b, limit - int(a * longest))
-            hyps = beam_search(
-                model,
-                src,
-                beam_size=task.beam_size,
-                max_len_a=a,
-                max_len_b=max(max_len_b, 1),
-                min_len=task.min_len,
-                length_penalty=task.length_penalty,
-                no_repeat_ngram_size=task.no_repeat_ngram_size,
-            )
-            for i, sentence in zip(indices, hyps, strict=True):
-                out[i] = vocab.decode(sentence[0].tokens) if sentence else ""
-    finally:
-        model.train(was_training)
-    return out
+    batches = eval_batches(examples, task.eval_batch_size, dp_rank, dp_world_size)
+    return translate(model, vocab, [e.source for e in examples], batches, task.generation_options())
 
 
 @torch.no_grad()

@@ -31,6 +31,7 @@ from deltalm.config_tree import ConfigError  # noqa: E402
 from deltalm.engine.checkpoint import CheckpointError  # noqa: E402
 from deltalm.engine.distributed import LaunchError, discover, init_process_group, shutdown  # noqa: E402
 from deltalm.engine.ds_config import build_ds_config, zero_stage_of  # noqa: E402
+from deltalm.engine.model_init import build_model, check_init, describe  # noqa: E402
 from deltalm.engine.trainer import NonfiniteAbort, Trainer  # noqa: E402
 from deltalm.vocabulary import Vocabulary  # noqa: E402
 from finetune.averaging import AveragingError, average_state_dicts  # noqa: E402
@@ -39,7 +40,6 @@ from finetune.criterion import make_criterion  # noqa: E402
 from finetune.data import FinetuneBatches, load_split, print_report, task_vocabulary  # noqa: E402
 from finetune.decoding import gather_texts, generate, validation_loss  # noqa: E402
 from finetune.metrics import score_all  # noqa: E402
-from finetune.model_init import initial_model  # noqa: E402
 from finetune.readers import DataError  # noqa: E402
 from finetune.tasks import DEFAULT_MAX_SOURCE, Example, TaskError  # noqa: E402
 
@@ -122,7 +122,7 @@ class FinetuneTrainer(Trainer):
             pair = {"loss": l_sum / max(n_tok, 1), "nll": n_sum / max(n_tok, 1)}
             if self.task.resolved_best_metric != "loss":
                 local = generate(
-                    self.model, examples, self.vocab, self.task, None, self.rank.rank, self.rank.world_size
+                    self.model, examples, self.vocab, self.task, self.rank.rank, self.rank.world_size
                 )
                 hyps = gather_texts(local, len(examples))
                 result = score_all(
@@ -253,8 +253,12 @@ def run(config: FinetuneConfig) -> dict:
         print_report("train data", train_report)
         if valid_report is not None:
             print_report("valid data", valid_report)
-    torch.manual_seed(config.run.seed)
-    model = initial_model(config.init, config.model, vocab)
+    check_init(config.init)
+    model = build_model(
+        config.model, config.init, seed=config.run.seed, given=config.model_fields_given, vocab=vocab
+    )
+    if rank.is_main:
+        print(describe(model, config.init), flush=True)
     config.model = model.config  # the resolved architecture (tagged vocabulary) goes into config.yaml
     check_length_limits(config.task, model.config)
     init_process_group(rank, timeout_s=config.deepspeed.timeout_s, cpu_shm_comm=config.deepspeed.cpu_shm_comm)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-EOS = 2
+from deltalm.vocabulary import EOS_ID as EOS
 
 
 def noise_counts(length: int, noise_density: float, mean_span: float) -> tuple[int, int]:

@@ -23,7 +23,7 @@ if __package__ in (None, ""):
 from deltalm.config_tree import ConfigError  # noqa: E402
 from deltalm.engine.cli import EXIT_BAD_CONFIG, engine_argument_parser, fail, run_guarded  # noqa: E402
 from deltalm.engine.distributed import LaunchError, RankInfo, discover, init_process_group, shutdown  # noqa: E402
-from deltalm.engine.model_init import build_model, check_init  # noqa: E402
+from deltalm.engine.model_init import build_model, check_init, describe  # noqa: E402
 from deltalm.shard_format import ShardError, load_manifest  # noqa: E402
 from deltalm.vocabulary import Vocabulary, file_sha256  # noqa: E402
 from pretrain.config import PRESETS, PretrainConfig  # noqa: E402
@@ -81,7 +81,9 @@ def train(config: PretrainConfig, rank: RankInfo, vocab: Vocabulary) -> int:
 
     init_process_group(rank, timeout_s=config.deepspeed.timeout_s, cpu_shm_comm=config.deepspeed.cpu_shm_comm)
     try:
-        model = build_model(config.model, config.init, seed=config.run.seed)
+        model = build_model(config.model, config.init, seed=config.run.seed, given=config.model_fields_given)
+        if rank.is_main:
+            print(describe(model, config.init), flush=True)
         loader = PretrainLoader(
             config.data,
             vocab,

@@ -10,17 +10,19 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTED = ("docs/pretrain_data.md", "docs/finetune.md")
+DOCUMENTED = ("docs/pretrain_data.md", "docs/finetune.md", "docs/generation.md")
 
 
 def section_defaults() -> dict[str, dict]:
     """Top-level YAML key -> the code's defaults for that section."""
+    from deltalm.generation.options import GenerationOptions
     from finetune.config import TaskConfig
     from pretrain.data_config import PretrainDataConfig
 
     return {
         "data": dataclasses.asdict(PretrainDataConfig()),
         "task": dataclasses.asdict(TaskConfig()),
+        "generation": dataclasses.asdict(GenerationOptions()),
     }
 
 

@@ -39,16 +39,19 @@ class RunConfig:
 
 @dataclass
 class InitConfig:
-    """Where the weights come from: none (random), an HF XLM-R/InfoXLM dir, our pretrained dir, an official .pt."""
+    """Where the weights come from: random, an HF XLM-R/InfoXLM dir, our pretrained dir, an official .pt."""
 
-    kind: Literal["none", "xlmr", "pretrained", "official"] = "none"
+    kind: Literal["random", "xlmr", "pretrained", "official"] = "random"
     path: str = ""
 
     def validate(self) -> None:
-        if self.kind != "none" and not self.path:
+        if self.kind != "random" and not self.path:
             raise ConfigError(f"init.path is required when init.kind is {self.kind!r}")
-        if self.kind == "none" and self.path:
-            raise ConfigError("init.path is set but init.kind is 'none'")
+        if self.kind == "random" and self.path:
+            raise ConfigError(
+                f"init.path is set ({self.path}) but init.kind is 'random', which reads no checkpoint; "
+                "drop init.path or set init.kind to xlmr, pretrained or official"
+            )
 
 
 @dataclass
@@ -185,6 +188,13 @@ class TrainingConfig:
     nonfinite: NonfiniteConfig = field(default_factory=NonfiniteConfig)
 
     @property
+    def model_fields_given(self) -> frozenset[str]:
+        """The ``model`` fields the config states (a preset's fields included); every field when built in code."""
+        return getattr(
+            self, "_model_fields_given", frozenset(f.name for f in dataclasses.fields(DeltaLMConfig))
+        )
+
+    @property
     def checkpoint_dir(self) -> Path:
         return Path(self.checkpoint.dir) if self.checkpoint.dir else Path(self.run.run_dir) / "checkpoints"
 
@@ -197,8 +207,11 @@ class TrainingConfig:
             raise ConfigError(f"deepspeed.config: template not found: {self.deepspeed.config}")
 
 
-def resolve_model_section(data: dict) -> dict:
-    """Turn ``model: {preset: NAME, <field>: value}`` into the full field dict of that preset."""
+def resolve_model_section(data: dict) -> tuple[dict, frozenset[str]]:
+    """Turn ``model: {preset: NAME, <field>: value}`` into the full field dict of that preset.
+
+    Also returns the fields the section states: every field when it names a preset, else its own keys.
+    """
     section = data.get("model")
     if section is None:
         section = {}
@@ -208,12 +221,14 @@ def resolve_model_section(data: dict) -> dict:
     preset = section.pop("preset", None)
     if preset is None:
         base = DeltaLMConfig()
+        given = frozenset(section)
     elif isinstance(preset, str):
         base = DeltaLMConfig.preset(preset)
+        given = frozenset(f.name for f in dataclasses.fields(DeltaLMConfig))
     else:
         raise ConfigError(f"model.preset: expected a preset name, got {preset!r}")
     full = merge(dataclasses.asdict(base), section)
-    return {**data, "model": full}
+    return {**data, "model": full}, given
 
 
 def build_config(
@@ -231,6 +246,8 @@ def build_config(
             raise ConfigError(f"unknown preset {name!r} (known: {', '.join(sorted(presets))})")
         data = merge(presets[name], data)
     data = apply_overrides(data, overrides)
-    config = from_dict(cls, resolve_model_section(data))
+    resolved, given = resolve_model_section(data)
+    config = from_dict(cls, resolved)
     validate_tree(config)
+    config._model_fields_given = given  # not a config key: which model fields the user stated (init rule)
     return config

@@ -1,5 +1,41 @@
-"""Generation: batched beam search (greedy = beam 1) over the model's incremental decoding protocol."""
+"""Generation: batched beam search (greedy = beam 1) over the model's incremental decoding protocol, and
+:func:`translate`, the loop from token ids to detokenized text. Names load lazily (torch only when used)."""
 
-from deltalm.generation.beam_search import Hypothesis, beam_search, greedy_search
+from __future__ import annotations
 
-__all__ = ["Hypothesis", "beam_search", "greedy_search"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "Hypothesis": "deltalm.generation.beam_search",
+    "beam_search": "deltalm.generation.beam_search",
+    "greedy_search": "deltalm.generation.beam_search",
+    "GenerationError": "deltalm.generation.options",
+    "GenerationOptions": "deltalm.generation.options",
+    "translate": "deltalm.generation.translate",
+    "translate_lines": "deltalm.generation.translate",
+}
+
+__all__ = [
+    "GenerationError",
+    "GenerationOptions",
+    "Hypothesis",
+    "beam_search",
+    "greedy_search",
+    "translate",
+    "translate_lines",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from deltalm.generation.beam_search import Hypothesis, beam_search, greedy_search
+    from deltalm.generation.options import GenerationError, GenerationOptions
+    from deltalm.generation.translate import translate, translate_lines
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'deltalm.generation' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

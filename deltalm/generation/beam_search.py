@@ -36,6 +36,7 @@ from deltalm.generation.constraints import (
     force_eos,
     force_first_token,
 )
+from deltalm.vocabulary import EOS_ID, PAD_ID
 
 
 @dataclass
@@ -155,16 +156,16 @@ def beam_search(
     model: torch.nn.Module,
     encoder_input_tokens: torch.Tensor,
     *,
-    beam_size: int = 5,
-    max_len_a: float = 0.0,
-    max_len_b: int = 200,
+    beam_size: int,
+    max_len_a: float,
+    max_len_b: int,
     min_len: int = 1,
     length_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
     forced_first_token: int | torch.Tensor | None = None,
-    eos: int = 2,
-    pad: int = 1,
-    bos: int = 2,
+    eos: int = EOS_ID,
+    pad: int = PAD_ID,
+    bos: int = EOS_ID,
     stop_early: bool = True,
 ) -> list[list[Hypothesis]]:
     """Beam search for every source row; returns, per sentence, up to ``beam_size`` hypotheses best first.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -12,7 +11,8 @@ import pytest
 import torch
 
 import deltalm
-from deltalm.generate import GenerateOptions, length_batches, load_model, source_ids, translate
+from deltalm.generate import load_model
+from deltalm.generation.translate import GenerationOptions, length_batches, source_ids, translate_lines
 from deltalm.vocabulary import Vocabulary
 from tests.export import fixtures
 
@@ -70,24 +70,25 @@ def test_source_gets_target_tag_and_eos(model_dir):
 def test_batched_equals_one_by_one(model_dir):
     model, vocab = load_model(model_dir, torch.device("cpu"))
     # a random model never ends early: a short length rule keeps the test fast
-    options = GenerateOptions(beam=3, batch_size=4, max_len_a=0.0, max_len_b=4)
-    batched = translate(model, vocab, LINES, tgt_lang="de", options=options)
-    one = dataclasses.replace(options, batch_size=1)
-    single = [translate(model, vocab, [line], tgt_lang="de", options=one)[0] for line in LINES]
+    options = GenerationOptions(beam_size=3, max_len_a=0.0, max_len_b=4)
+    batched = translate_lines(model, vocab, LINES, options, tgt_lang="de", batch_size=4)
+    single = [
+        translate_lines(model, vocab, [line], options, tgt_lang="de", batch_size=1)[0] for line in LINES
+    ]
     assert batched == single
     assert batched[1] == "" and len(batched) == len(LINES)
 
 
 def test_cli_stdin_stdout_and_files(model_dir, tmp_path, capsys):
-    short = ["--beam", "2", "--max-len-a", "0", "--max-len-b", "4"]
+    short = ["--beam-size", "2", "--max-len-a", "0", "--max-len-b", "4"]
     proc = run_cli("--model", str(model_dir), "--tgt-lang", "de", *short, stdin="\n".join(LINES) + "\n")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.splitlines()
     assert len(out) == len(LINES) and out[1] == ""
     assert "[generate] 4/4 sentences" in proc.stderr
     model, vocab = load_model(model_dir, torch.device("cpu"))
-    options = GenerateOptions(beam=2, max_len_a=0.0, max_len_b=4)
-    expected = translate(model, vocab, LINES, tgt_lang="de", options=options)
+    options = GenerationOptions(beam_size=2, max_len_a=0.0, max_len_b=4)
+    expected = translate_lines(model, vocab, LINES, options, tgt_lang="de", batch_size=32)
     assert out == expected
     # files instead of stdin/stdout, in process (same code path as the command line)
     from deltalm.generate import main
@@ -122,7 +123,8 @@ def test_cli_errors_are_one_line(model_dir, tmp_path, capsys, monkeypatch):
     cases = [
         (["--model", str(tmp_path / "nope")], "no config.json"),
         (["--model", str(model_dir), "--tgt-lang", "xx"], "no tag for it"),
-        (["--model", str(model_dir), "--beam", "0"], "--beam must be >= 1"),
+        (["--model", str(model_dir), "--beam-size", "0"], "beam_size must be >= 1"),
+        (["--model", str(model_dir), "--batch-size", "0"], "--batch-size must be >= 1"),
         (["--model", str(model_dir), "--input", str(tmp_path / "missing.txt")], "cannot read"),
     ]
     bad = tmp_path / "latin1.txt"

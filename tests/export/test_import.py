@@ -1,5 +1,5 @@
 """Import is the inverse of export: each exported format starts pre-training and fine-tuning through the engine's
-``init`` section (deltalm/engine/model_init.py for pre-training, finetune/model_init.py for fine-tuning)."""
+``init`` section (the one dispatcher, deltalm/engine/model_init.py)."""
 
 from __future__ import annotations
 
@@ -54,14 +54,12 @@ def test_each_export_starts_pretraining(runs, exports):
 
 
 def test_each_export_starts_finetuning_with_grown_vocabulary(runs, spm, exports):
-    from finetune.model_init import initial_model
-
     run = runs["w2_z2_fp32"]
     config = open_checkpoint(run).model_config
     ref = load_file(str(run / "reference_fp32.safetensors"))
     vocab = Vocabulary.from_spm(spm).with_lang_tags(["de", "fr"])
     for kind in ("pretrained", "official"):
-        model = initial_model(InitConfig(kind=kind, path=str(exports[kind])), config, vocab)
+        model = build_model(config, InitConfig(kind=kind, path=str(exports[kind])), seed=0, vocab=vocab)
         assert model.config.vocab_size == vocab.size == config.vocab_size + 2
         emb = model.state_dict()["embedding.embed_tokens.weight"]
         assert torch.equal(

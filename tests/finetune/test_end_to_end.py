@@ -158,10 +158,12 @@ def test_generation_tasks(tmp_path, spm_model, task_name):
     if task_name == "summarization":  # init from the committed checkpoint of a run directory
         cfg = load_finetune_config(config, ["init.kind=pretrained", f"init.path={run}", "checkpoint.every=0"])
         from deltalm.adapters.pretrained import from_pretrained
+        from deltalm.engine.model_init import build_model
         from finetune.data import task_vocabulary
-        from finetune.model_init import initial_model
 
-        started = initial_model(cfg.init, cfg.model, task_vocabulary(cfg.task))
+        started = build_model(
+            cfg.model, cfg.init, seed=0, given=cfg.model_fields_given, vocab=task_vocabulary(cfg.task)
+        )
         final = from_pretrained(run / "final")
         assert all(
             torch.equal(a, b)

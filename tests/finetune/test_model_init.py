@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deltalm.adapters.checkpoint_io import CheckpointError
 from deltalm.adapters.official import save_official
 from deltalm.adapters.pretrained import save_pretrained
+from deltalm.config_tree import ConfigError
+from deltalm.embedding_growth import grow_vocabulary
 from deltalm.engine.config import InitConfig
+from deltalm.engine.model_init import build_model
 from deltalm.model import DeltaLM
 from deltalm.model_config import DeltaLMConfig
-from finetune.embedding_growth import grow_vocabulary
-from finetune.model_init import initial_model
 
 
 def _tiny(vocab_size: int) -> DeltaLMConfig:
@@ -43,23 +43,25 @@ def test_grow_vocabulary_keeps_rows_and_adds_mean_rows():
         grow_vocabulary(model, 99)
 
 
-def test_initial_model_from_official_and_pretrained(tmp_path, vocab):
+def test_finetuning_init_from_official_and_pretrained_grows_the_vocabulary(tmp_path, vocab):
     tagged = vocab.with_lang_tags(["de", "fr"])
     torch.manual_seed(1)
     source = DeltaLM(_tiny(vocab.pretrain_size))
     save_official(source, tmp_path / "deltalm-tiny.pt")
-    model = initial_model(InitConfig("official", str(tmp_path / "deltalm-tiny.pt")), _tiny(8), tagged)
+    model = build_model(
+        _tiny(8), InitConfig("official", str(tmp_path / "deltalm-tiny.pt")), seed=0, vocab=tagged
+    )
     assert model.config.vocab_size == tagged.size and model.config.heads == 2
     rows = vocab.pretrain_size
     assert torch.equal(model.output_weight.detach()[:rows], source.output_weight.detach()[:rows])
     save_pretrained(source, tmp_path / "pre")
-    model2 = initial_model(
-        InitConfig("pretrained", str(tmp_path / "pre")), _tiny(8).replace(dropout=0.3), tagged
+    model2 = build_model(
+        _tiny(8).replace(dropout=0.3), InitConfig("pretrained", str(tmp_path / "pre")), seed=0, vocab=tagged
     )
     assert model2.config.dropout == 0.3 and model2.config.vocab_size == tagged.size
     wrong = DeltaLM(_tiny(vocab.pretrain_size + 40))
     save_pretrained(wrong, tmp_path / "wrong")
-    with pytest.raises(CheckpointError, match="use the SentencePiece model"):
-        initial_model(InitConfig("pretrained", str(tmp_path / "wrong")), _tiny(8), tagged)
-    fresh = initial_model(InitConfig("none", ""), _tiny(8), tagged)
+    with pytest.raises(ConfigError, match="use the SentencePiece model"):
+        build_model(_tiny(8), InitConfig("pretrained", str(tmp_path / "wrong")), seed=0, vocab=tagged)
+    fresh = build_model(_tiny(8), InitConfig("random", ""), seed=0, vocab=tagged)
     assert fresh.config.vocab_size == tagged.size

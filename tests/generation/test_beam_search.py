@@ -18,7 +18,8 @@ def _pad_batch(sources: list[list[int]]) -> torch.Tensor:
 
 # 4 choosable non-EOS tokens (0, 3, 4, 5) and max length 3: at most 16 live prefixes x 5 tokens = 80 candidates,
 # so a beam of 100 holds every candidate and the search is exhaustive.
-EXHAUSTIVE = dict(beam_size=100, max_len_b=3, stop_early=False)
+EXHAUSTIVE = dict(beam_size=100, max_len_a=0.0, max_len_b=3, stop_early=False)
+SHORT = dict(beam_size=2, max_len_a=0.0, max_len_b=5)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -51,7 +52,7 @@ def test_small_beam_scores_are_exact_and_bounded_by_optimum() -> None:
     for seed in range(4):
         model = ToyModel(vocab=10, padded_vocab=16, seed=seed, scale=4.0, eos_bias=1.0)
         source = [5, 6, 7, EOS]
-        hyps = beam_search(model, torch.tensor([source]), beam_size=3, max_len_b=4)[0]
+        hyps = beam_search(model, torch.tensor([source]), beam_size=3, max_len_a=0.0, max_len_b=4)[0]
         truth = {tuple(tokens): score for tokens, score in brute_force(model, source, max_len=4)}
         assert len(hyps) == 3
         for hyp in hyps:
@@ -74,7 +75,7 @@ def test_batched_equals_one_by_one() -> None:
 
 def test_encoder_runs_once_and_steps_are_bounded() -> None:
     model = ToyModel(vocab=20, padded_vocab=24, seed=4, eos_bias=-50.0)  # never wants to end
-    beam_search(model, _pad_batch([[5, 6, EOS], [7, EOS]]), beam_size=3, max_len_b=7)
+    beam_search(model, _pad_batch([[5, 6, EOS], [7, EOS]]), beam_size=3, max_len_a=0.0, max_len_b=7)
     assert model.encode_calls == 1
     assert model.decode_calls == 8  # steps 0..7, the last forcing EOS
 
@@ -90,15 +91,19 @@ def test_max_length_a_x_plus_b_per_sentence() -> None:
 
 def test_length_cap_from_model_positions() -> None:
     model = ToyModel(vocab=20, padded_vocab=24, seed=5, eos_bias=-50.0, max_source_length=6)
-    hyps = beam_search(model, torch.tensor([[5, EOS]]), beam_size=2, max_len_b=100)[0]
+    hyps = beam_search(model, torch.tensor([[5, EOS]]), beam_size=2, max_len_a=0.0, max_len_b=100)[0]
     assert all(len(h.tokens) == 5 for h in hyps)
 
 
 def test_min_length_honoured() -> None:
     model = ToyModel(vocab=20, padded_vocab=24, seed=6, eos_bias=8.0)  # wants to end at once
-    free = beam_search(model, torch.tensor([[5, 6, EOS]]), beam_size=3, min_len=0, max_len_b=10)[0]
+    free = beam_search(
+        model, torch.tensor([[5, 6, EOS]]), beam_size=3, min_len=0, max_len_a=0.0, max_len_b=10
+    )[0]
     assert free[0].tokens == []
-    hyps = beam_search(model, torch.tensor([[5, 6, EOS]]), beam_size=3, min_len=4, max_len_b=10)[0]
+    hyps = beam_search(
+        model, torch.tensor([[5, 6, EOS]]), beam_size=3, min_len=4, max_len_a=0.0, max_len_b=10
+    )[0]
     assert hyps and all(len(h.tokens) >= 4 for h in hyps)
     assert len(hyps[0].tokens) == 4
 
@@ -107,10 +112,12 @@ def test_no_repeat_ngram_blocks_repeats() -> None:
     model = ToyModel(vocab=12, padded_vocab=16, seed=8, scale=1.0, eos_bias=-50.0)
     model.bias[7] = 6.0  # token 7 dominates every step
     src = torch.tensor([[5, 6, EOS]])
-    plain = greedy_search(model, src, max_len_b=8)[0]
+    plain = greedy_search(model, src, max_len_a=0.0, max_len_b=8)[0]
     assert plain.tokens.count(7) >= 3
     for n in (1, 2, 3):
-        for hyp in beam_search(model, src, beam_size=3, max_len_b=8, no_repeat_ngram_size=n)[0]:
+        for hyp in beam_search(model, src, beam_size=3, max_len_a=0.0, max_len_b=8, no_repeat_ngram_size=n)[
+            0
+        ]:
             grams = [tuple(hyp.tokens[i : i + n]) for i in range(len(hyp.tokens) - n + 1)]
             assert len(grams) == len(set(grams)), (n, hyp.tokens)
 
@@ -118,10 +125,10 @@ def test_no_repeat_ngram_blocks_repeats() -> None:
 def test_forced_first_token_int_and_per_sentence() -> None:
     model = ToyModel(vocab=20, padded_vocab=24, seed=9)
     src = _pad_batch([[5, 6, EOS], [7, EOS], [8, 9, 10, EOS]])
-    for hyps in beam_search(model, src, beam_size=3, forced_first_token=17, max_len_b=5):
+    for hyps in beam_search(model, src, beam_size=3, forced_first_token=17, max_len_a=0.0, max_len_b=5):
         assert hyps and all(h.tokens[0] == 17 for h in hyps)
     tags = torch.tensor([15, 16, 17])
-    results = beam_search(model, src, beam_size=3, forced_first_token=tags, max_len_b=5)
+    results = beam_search(model, src, beam_size=3, forced_first_token=tags, max_len_a=0.0, max_len_b=5)
     for tag, hyps in zip(tags.tolist(), results, strict=True):
         assert hyps and all(h.tokens[0] == tag for h in hyps)
 
@@ -141,15 +148,15 @@ def test_greedy_is_argmax_and_beam_one() -> None:
             if last == EOS:
                 break
             expected.append(last)
-    hyp = greedy_search(model, src, max_len_b=12)[0]
+    hyp = greedy_search(model, src, max_len_a=0.0, max_len_b=12)[0]
     assert hyp.tokens == expected
-    assert beam_search(model, src, beam_size=1, max_len_b=12)[0][0].tokens == expected
+    assert beam_search(model, src, beam_size=1, max_len_a=0.0, max_len_b=12)[0][0].tokens == expected
 
 
 def test_model_mode_restored_and_no_grad() -> None:
     model = ToyModel(seed=11)
     model.train()
-    hyps = beam_search(model, torch.tensor([[3, EOS]]), beam_size=2, max_len_b=3)
+    hyps = beam_search(model, torch.tensor([[3, EOS]]), beam_size=2, max_len_a=0.0, max_len_b=3)
     assert model.training
     assert hyps[0] and not any(p.grad is not None for p in model.parameters())
 
@@ -167,23 +174,23 @@ def test_model_mode_restored_and_no_grad() -> None:
 )
 def test_bad_arguments_give_clear_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        beam_search(ToyModel(), torch.tensor([[3, EOS]]), **kwargs)
+        beam_search(ToyModel(), torch.tensor([[3, EOS]]), **{**SHORT, **kwargs})
 
 
 def test_bad_token_tensor_rejected() -> None:
     with pytest.raises(ValueError, match="2-D tensor"):
-        beam_search(ToyModel(), torch.tensor([3, EOS]))
+        beam_search(ToyModel(), torch.tensor([3, EOS]), **SHORT)
     with pytest.raises(ValueError, match="integer ids"):
-        beam_search(ToyModel(), torch.tensor([[3.0, 2.0]]))
-    assert beam_search(ToyModel(), torch.zeros((0, 4), dtype=torch.long)) == []
+        beam_search(ToyModel(), torch.tensor([[3.0, 2.0]]), **SHORT)
+    assert beam_search(ToyModel(), torch.zeros((0, 4), dtype=torch.long), **SHORT) == []
 
 
 def test_stop_early_stops_at_beam_finished_and_exact_mode_never_scores_worse() -> None:
     src = torch.tensor([[5, 6, EOS]])
     early_model = ToyModel(vocab=20, padded_vocab=24, seed=12, eos_bias=8.0)
-    early = beam_search(early_model, src, beam_size=3, max_len_b=30, stop_early=True)[0]
+    early = beam_search(early_model, src, beam_size=3, max_len_a=0.0, max_len_b=30, stop_early=True)[0]
     exact_model = ToyModel(vocab=20, padded_vocab=24, seed=12, eos_bias=8.0)
-    exact = beam_search(exact_model, src, beam_size=3, max_len_b=30, stop_early=False)[0]
+    exact = beam_search(exact_model, src, beam_size=3, max_len_a=0.0, max_len_b=30, stop_early=False)[0]
     assert len(early) == len(exact) == 3
     assert early_model.decode_calls < 31  # done once 3 hypotheses finished, long before the maximum length
     assert exact_model.decode_calls > early_model.decode_calls  # it searched on until the bound said stop

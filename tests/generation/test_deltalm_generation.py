@@ -51,7 +51,7 @@ def _full_forward_greedy(model: DeltaLM, source: torch.Tensor, max_len: int) -> 
 
 
 def test_greedy_equals_full_forward_argmax(model: DeltaLM, sources: torch.Tensor) -> None:
-    hyps = greedy_search(model, sources, max_len_b=12)
+    hyps = greedy_search(model, sources, max_len_a=0.0, max_len_b=12)
     for row, hyp in zip(sources, hyps, strict=True):
         real = row[row.ne(PAD)]
         assert hyp.tokens == _full_forward_greedy(model, real, 12)
@@ -85,6 +85,6 @@ def test_batched_beam_equals_one_by_one(model: DeltaLM, sources: torch.Tensor) -
 
 def test_never_predicts_padded_vocabulary_rows(model: DeltaLM, sources: torch.Tensor) -> None:
     assert model.config.padded_vocab_size > model.config.vocab_size
-    for hyps in beam_search(model, sources, beam_size=5, max_len_b=6):
+    for hyps in beam_search(model, sources, beam_size=5, max_len_a=0.0, max_len_b=6):
         for hyp in hyps:
             assert all(0 <= t < model.config.vocab_size and t != PAD for t in hyp.tokens)

@@ -36,6 +36,17 @@ setup_env() {
     .venv/bin/python -m pip install -q -r requirements.txt
     touch .venv/.installed
   fi
+  # The project itself, editable (this checkout), so that entry points and `python -m` work from anywhere.
+  local here; here="$(pwd -P)"
+  if ! (cd / && "$here/.venv/bin/python" -c "import sys, deltalm; sys.exit(not deltalm.__file__.startswith('$here/'))") 2>/dev/null; then
+    echo "[setup] installing this checkout into .venv (editable)" >&2
+    .venv/bin/python -c "import setuptools" 2>/dev/null || .venv/bin/python -m pip install -q "setuptools>=64"
+    local log; log="$(mktemp)"
+    if ! .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . >"$log" 2>&1; then
+      cat "$log" >&2; rm -f "$log"; die "installing this checkout (pip install -e .) failed"
+    fi
+    rm -f "$log"
+  fi
 }
 
 die() { echo "launch.sh: $*" >&2; exit 2; }
@@ -58,6 +69,25 @@ run_demo() {
   # The end-to-end demo (deltalm/demo.py): data_prep -> pre-train -> export -> fine-tune -> BLEU report.
   pick_accelerator
   exec .venv/bin/python -m deltalm.demo "$@"
+}
+
+run_reporting() {
+  # Run the launcher; afterwards repeat rank 0's one-line error (the entry point writes it to
+  # $DELTALM_ERROR_FILE) so that it is the last thing on the console, after the launcher's own logging.
+  # Signals for the run (SIGTERM/SIGUSR1/SIGINT) are passed on to the launcher.
+  local err pid rc
+  err="$(mktemp "${TMPDIR:-/tmp}/deltalm-error.XXXXXX")"
+  export DELTALM_ERROR_FILE="$err"
+  "$@" &
+  pid=$!
+  trap 'kill -TERM $pid 2>/dev/null || true' TERM
+  trap 'kill -USR1 $pid 2>/dev/null || true' USR1
+  trap 'kill -INT $pid 2>/dev/null || true' INT
+  while kill -0 "$pid" 2>/dev/null; do wait "$pid" || true; done
+  set +e; wait "$pid"; rc=$?; set -e
+  if [ "$rc" -ne 0 ] && [ -s "$err" ]; then cat "$err" >&2; fi
+  rm -f "$err"
+  exit "$rc"
 }
 
 launch() {
@@ -96,12 +126,13 @@ launch() {
     [ -n "${DS_ACCELERATOR:-}" ] && mpi+=(-x DS_ACCELERATOR)
     [ -n "$hostfile" ] && mpi+=(--hostfile "$hostfile")
     [ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
-    exec "${mpi[@]}" .venv/bin/python "$entry" "${cfg_args[@]}" "${rest[@]}"
+    mpi+=(-x DELTALM_ERROR_FILE)
+    run_reporting "${mpi[@]}" .venv/bin/python "$entry" "${cfg_args[@]}" "${rest[@]}"
   fi
   local ds=(.venv/bin/deepspeed --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT")
   if [ -n "$hostfile" ]; then ds+=(--hostfile "$hostfile" --num_nodes "$num_nodes"); fi
   ds+=(--num_gpus "$num_gpus")
-  exec "${ds[@]}" "$entry" "${cfg_args[@]}" "${rest[@]}"
+  run_reporting "${ds[@]}" "$entry" "${cfg_args[@]}" "${rest[@]}"
 }
 
 case "${1:-}" in

@@ -4,7 +4,7 @@
         [--steps 3] [--source-len 64] [--target-len 16] [--micro-batch 2] [--checkpoint-preset base]
         [--json OUT.json]
 
-Each configuration runs in its own process (world size 1; memory is returned between them), synthetic batches of fixed shape (deltalm/engine/synthetic_batches.py), fp32, the
+Each configuration runs in its own process (world size 1; memory is returned between them), synthetic batches of fixed shape (benchmarks/synthetic_batches.py), fp32, the
 real Trainer (guard, token normalization, metrics). The first step of each configuration is warm-up and not
 counted. The base preset on CPU needs a short sequence (64 source / 16 target tokens by default) to finish in
 minutes. Checkpoint timing: the full commit protocol (DeepSpeed save, manifest with sha256 of every file,
@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from benchmarks.synthetic_batches import SyntheticBatches, SyntheticDataConfig  # noqa: E402
 from deltalm.engine.config import TrainingConfig, build_config  # noqa: E402
 from deltalm.engine.distributed import discover, init_process_group, shutdown  # noqa: E402
-from deltalm.engine.synthetic_batches import SyntheticBatches, SyntheticDataConfig  # noqa: E402
 from deltalm.engine.trainer import Trainer  # noqa: E402
 
 

@@ -27,8 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import yaml  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent.parent / "data_prep" / "sample_corpus" / "parallel"
@@ -152,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from finetune.config import load_finetune_config
     from finetune.evaluate import evaluate
-    from finetune.train import run
+    from finetune.trainer import run
 
     work = Path(args.work)
     (work / "data").mkdir(parents=True, exist_ok=True)

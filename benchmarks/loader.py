@@ -33,10 +33,12 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from deltalm.shard_format import FORMAT_VERSION, mono_schema, write_json_atomic  # noqa: E402
-from deltalm.vocabulary import XLMR_SPM_SIZE, Vocabulary, file_sha256  # noqa: E402
+from deltalm.file_io import (
+    file_sha256,  # noqa: E402
+    write_json_atomic,  # noqa: E402
+)
+from deltalm.shard_format import FORMAT_VERSION, mono_schema  # noqa: E402
+from deltalm.vocabulary import XLMR_SPM_SIZE, Vocabulary  # noqa: E402
 from pretrain.data_config import PretrainDataConfig  # noqa: E402
 from pretrain.loader import LoaderState, PretrainLoader  # noqa: E402
 
@@ -227,7 +229,7 @@ def throughput(data_dir: Path, batches: int, batch_size: int) -> dict:
     from pretrain.objectives import span_corruption_batch
 
     obj_cpu, _ = timed(
-        lambda: span_corruption_batch(windows, rng, first_sentinel=VOCAB.first_sentinel), batches
+        lambda: span_corruption_batch(windows, rng, 0.15, 3.0, first_sentinel=VOCAB.first_sentinel), batches
     )
     hf_obj_cpu, _ = timed(lambda: collator(windows), max(1, batches // 4))
     loader.close()

@@ -170,9 +170,7 @@ def training_config(args, model_config, run_dir: str, micro_batch: int):
         TrainingConfig,
     )
 
-    template = REPO / "ds_configs" / f"zero{args.zero_stage}_{args.precision}.json"
-    if args.device == "cpu" or not template.is_file():
-        template = REPO / "ds_configs" / "cpu.json"
+    template = REPO / "ds_configs" / ("cpu.json" if args.device == "cpu" else "gpu.json")
     config = TrainingConfig(
         run=RunConfig(run_dir=run_dir, seed=args.seed, max_steps=10**9, log_every=10**9),
         model=model_config,

@@ -7,13 +7,9 @@ Usage: ``.venv/bin/python benchmarks/model_params.py [--step-timing]``. Models a
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deltalm.model import DeltaLM  # noqa: E402
 from deltalm.model_config import DeltaLMConfig  # noqa: E402

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from deltalm.vocabulary import Vocabulary, file_sha256
+from deltalm.file_io import file_sha256
+from deltalm.vocabulary import Vocabulary
 
 from .bad_input import BadInput
 from .manifest import Dataset

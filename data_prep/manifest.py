@@ -14,7 +14,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from deltalm.shard_format import FORMAT_VERSION, MANIFEST_NAME, ShardError, load_manifest, write_json_atomic
+from deltalm.file_io import write_json_atomic
+from deltalm.shard_format import FORMAT_VERSION, MANIFEST_NAME, ShardError, load_manifest
 
 from .errors import DataPrepError, describe_os_error
 

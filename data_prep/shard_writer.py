@@ -20,13 +20,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from deltalm.shard_format import fsync_dir
+from deltalm.file_io import fsync_dir
 
 from .direct_file import DirectFile
 from .errors import describe_os_error
 from .tokenize_pool import BlockResult
-
-KILL_HOOK_ENV = "DATA_PREP_TEST_KILL_AFTER_SHARDS"  # test hook: SIGKILL after the N-th shard file is renamed
 
 
 @dataclass
@@ -147,7 +145,6 @@ class ShardWriter:
         self._pending_rows, self._pending_bytes = 0, 0
         self.next_index += 1
         self._written += 1
-        _maybe_kill(self._written)
         return ShardInfo(
             path=rel,
             rows=len(offsets) - 1,
@@ -255,11 +252,3 @@ class _HashingWriter:
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
-
-
-def _maybe_kill(written: int) -> None:
-    limit = os.environ.get(KILL_HOOK_ENV)
-    if limit and written >= int(limit):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)

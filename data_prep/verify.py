@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deltalm.file_io import file_sha256
 from deltalm.shard_format import ShardError, ShardReader, load_manifest
-from deltalm.vocabulary import file_sha256
 
 
 def _check_shard(root: Path, stream: dict, shard: dict, vocab_size: int) -> str | None:

@@ -167,7 +167,9 @@ def merge(base: dict, update: dict) -> dict:
 def dump_yaml(obj: Any, path: str | Path | None = None) -> str:
     text = yaml.safe_dump(to_dict(obj), sort_keys=False)
     if path is not None:
-        Path(path).write_text(text, encoding="utf-8")
+        from deltalm.file_io import write_text_atomic
+
+        write_text_atomic(path, text)
     return text
 
 

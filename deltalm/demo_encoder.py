@@ -83,6 +83,7 @@ def train_encoder(
         eos_token_id=EOS_ID,
         hidden_dropout_prob=0.1,
         attention_probs_dropout_prob=0.0,
+        layer_norm_eps=1e-5,  # XLM-R's and DeltaLM's (transformers' default is 1e-12)
         **(shape or SHAPE),
     )
     model = XLMRobertaForMaskedLM(config)

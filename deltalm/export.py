@@ -36,13 +36,12 @@ from pathlib import Path
 
 import torch
 
-from deltalm.adapters.checkpoint_io import CheckpointError as AdapterError
 from deltalm.adapters.checkpoint_io import atomic_directory
 from deltalm.config_tree import ConfigError
-from deltalm.engine.checkpoint import CheckpointError
 from deltalm.export_checkpoint import EngineCheckpoint, open_checkpoint
 from deltalm.export_safetensors import StreamingSafetensorsWriter
-from deltalm.vocabulary import Vocabulary
+from deltalm.file_io import CheckpointError
+from deltalm.vocabulary import DEFAULT_NUM_SENTINELS, Vocabulary
 
 FORMATS = ("safetensors", "official", "xlmr-encoder")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -84,16 +83,12 @@ def checkpoint_vocabulary(ckpt: EngineCheckpoint, spm: str | None = None) -> Voc
         )
     if not Path(path).is_file():
         raise CheckpointError(f"SentencePiece model not found: {path} (pass --spm PATH)")
+    record = ckpt.vocabulary or {}  # fine-tuning keeps its vocabulary record (sentinels, language tags)
     try:
-        if task is not None:
-            from deltalm.config_tree import from_dict
-            from finetune.config import TaskConfig
-
-            task_config = from_dict(TaskConfig, task, prefix="task")
-            vocab = Vocabulary.from_spm(path, num_sentinels=task_config.num_sentinels)
-            vocab = vocab.with_lang_tags(task_config.languages())
-        else:
-            vocab = Vocabulary.from_spm(path)
+        vocab = Vocabulary.from_spm(
+            path, num_sentinels=int(record.get("num_sentinels", DEFAULT_NUM_SENTINELS))
+        )
+        vocab = vocab.with_lang_tags(list(record.get("lang_tags", [])))
     except (ValueError, ConfigError) as exc:
         raise CheckpointError(str(exc)) from None
     if vocab.size != ckpt.model_config.vocab_size:
@@ -264,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             verify=args.verify,
             log=say,
         )
-    except (CheckpointError, AdapterError, ConfigError, OSError) as exc:
+    except (CheckpointError, ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result.to_dict(), indent=1))

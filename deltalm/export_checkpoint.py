@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 
 from deltalm.config_tree import ConfigError
-from deltalm.engine.checkpoint import COMMITTED, LATEST, TAG_RE, CheckpointError, CheckpointStore
+from deltalm.engine.checkpoint import COMMITTED, LATEST, TAG_RE, CheckpointStore
+from deltalm.file_io import CheckpointError
 from deltalm.model_config import DeltaLMConfig
 
 MODULE_PREFIX = "model."  # the engine wraps the model in TrainingModule(model=...)
@@ -103,6 +104,7 @@ class EngineCheckpoint:
     training_config: dict  # the run's whole config tree (client state "config")
     model_config: DeltaLMConfig
     step: int
+    vocabulary: dict | None = None  # the vocabulary record a fine-tuning run keeps (language tags, sentinels)
     _model_state: dict = field(repr=False, default_factory=dict)
 
     @property
@@ -290,5 +292,6 @@ def open_checkpoint(run_dir: str | Path, tag: str | None = None) -> EngineCheckp
         training_config=config,
         model_config=model_config,
         step=int(manifest.get("step", 0)),
+        vocabulary=state.get("vocabulary") if isinstance(state.get("vocabulary"), dict) else None,
         _model_state=state,
     )

@@ -10,7 +10,7 @@ Examples::
 sentence a line (stdin or ``--input``, UTF-8); output: one hypothesis a line in input order (stdout or
 ``--output``, written atomically). Sentences are tokenized with SentencePiece, sorted by length and batched
 (``--batch-size`` sentences at most), decoded with beam search, and detokenized
-(:func:`deltalm.generation.translate.translate_lines`, the loop validation and evaluation use too). When ``--tgt-lang`` is given and
+(:func:`deltalm.generation.translation.translate_lines`, the loop validation and evaluation use too). When ``--tgt-lang`` is given and
 the vocabulary has that language's tag (a multilingual fine-tuned model), the tag is prepended to the source,
 as in fine-tuning. Empty input lines give empty output lines. Progress goes to stderr. Uses the GPU when present
 (``--device``).
@@ -23,12 +23,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from deltalm.file_io import CheckpointError, write_text_atomic
+from deltalm.generation.options import GenerationError, GenerationOptions
 
-from deltalm.adapters.checkpoint_io import CheckpointError
-from deltalm.generation.translate import GenerationError, GenerationOptions, translate_lines
-from deltalm.shard_format import write_text_atomic
+if TYPE_CHECKING:  # torch loads only once the arguments are good: --help and their errors answer at once
+    import torch
 
 
 class GenerateError(ValueError):
@@ -36,6 +37,8 @@ class GenerateError(ValueError):
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -45,6 +48,8 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def load_model(model_dir: str | Path, device: torch.device):
     """``(model, vocabulary)`` from a save_pretrained directory; refuses one without a SentencePiece model."""
+    import torch
+
     from deltalm.adapters.pretrained import from_pretrained, pretrained_vocabulary
 
     try:
@@ -154,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         lines = read_lines(args.input)
+        from deltalm.generation.translation import translate_lines
+
         hyps = translate_lines(
             model,
             vocab,

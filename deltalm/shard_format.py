@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,35 +80,6 @@ def stream_name(
 ) -> str:
     """Directory / manifest key of a stream: ``de`` for mono, ``en-de`` for parallel."""
     return lang if kind == "mono" else f"{src_lang}-{tgt_lang}"
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write text through temp file + fsync + rename (+ directory fsync); no temp file is left on failure."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def write_json_atomic(path: str | Path, obj: object) -> None:
-    """Write JSON (sorted keys) atomically, see :func:`write_text_atomic`."""
-    write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-def fsync_dir(path: str | Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_manifest(directory: str | Path) -> dict:

@@ -10,13 +10,14 @@ without changing the logical vocabulary.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+
+from deltalm.file_io import file_sha256
 
 BOS_ID = 0
 PAD_ID = 1
@@ -31,17 +32,6 @@ XLMR_SPM_SIZE = 250_000
 def lang_tag(lang: str) -> str:
     """The fine-tuning language tag of ``lang`` (``de`` → ``__de__``)."""
     return f"__{lang}__"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, read into one reused buffer (no allocation per chunk)."""
-    digest = hashlib.sha256()
-    buffer = bytearray(chunk)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while n := handle.readinto(buffer):
-            digest.update(view[:n])
-    return digest.hexdigest()
 
 
 def pad_to_multiple(n: int, multiple: int) -> int:

@@ -1,4 +1,13 @@
-"""Checkpoint averaging: the element-wise mean of several checkpoints' weights (safetensors in and out).
+"""Checkpoint averaging: the element-wise mean of several checkpoints' weights (safetensors in and out), and its
+command line ``python -m finetune.averaging``.
+
+Examples::
+
+    python -m finetune.averaging --run-dir runs/finetune --last 5 --output runs/finetune/averaged.safetensors
+    python -m finetune.averaging --output avg.safetensors a.safetensors b.safetensors c.safetensors
+
+``--run-dir`` takes the newest ``--last`` files of ``<run-dir>/weights/step_*.safetensors`` (written by
+``finetune/train.py`` at every checkpoint).
 
 Each tensor is accumulated in float64 in the order given and divided by N once, then cast back to the
 tensor's own dtype, so the result is exactly ``(Σ_i w_i.double() / N).to(dtype)``: independent of the
@@ -8,12 +17,15 @@ copied. Inputs must have identical key sets, shapes and dtypes.
 
 from __future__ import annotations
 
+import argparse
 import json
-import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads only when averaging runs: --help and argument errors answer at once
+    import torch
 
 
 class AveragingError(ValueError):
@@ -33,6 +45,8 @@ def _load(path: Path) -> dict[str, torch.Tensor]:
 
 def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]], names: Sequence[str] = ()) -> dict:
     """The fp64-accumulated mean of ``state_dicts`` (see module docstring)."""
+    import torch
+
     if not state_dicts:
         raise AveragingError("nothing to average: no checkpoints given")
     names = list(names) or [f"#{i}" for i in range(len(state_dicts))]
@@ -69,7 +83,8 @@ def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]], names: S
 def average_checkpoints(paths: Sequence[str | Path], output: str | Path) -> dict:
     """Average safetensors files ``paths`` into ``output`` (written atomically); returns a summary."""
     from safetensors import safe_open
-    from safetensors.torch import save_file
+
+    from deltalm.file_io import save_safetensors_atomic
 
     paths = [Path(p) for p in paths]
     state_dicts = [_load(p) for p in paths]
@@ -78,8 +93,53 @@ def average_checkpoints(paths: Sequence[str | Path], output: str | Path) -> dict
         metadata = dict(handle.metadata() or {})
     metadata["averaged_from"] = json.dumps([str(p) for p in paths])
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in averaged.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, output)
+    save_safetensors_atomic(averaged, output, metadata=metadata)
     return {"output": str(output), "inputs": [str(p) for p in paths], "tensors": len(averaged)}
+
+
+def weights_files(run_dir: str | Path) -> list[Path]:
+    """``<run_dir>/weights/step_*.safetensors`` sorted by step (oldest first)."""
+    folder = Path(run_dir) / "weights"
+    files = []
+    for path in folder.glob("step_*.safetensors"):
+        try:
+            files.append((int(path.stem.split("_", 1)[1]), path))
+        except ValueError:
+            continue
+    return [p for _, p in sorted(files)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m finetune.averaging",
+        description="Average the last N checkpoints' weights (safetensors in and out).",
+    )
+    parser.add_argument("inputs", nargs="*", help="safetensors files to average")
+    parser.add_argument("--run-dir", help="a fine-tuning run directory (uses its weights/step_*.safetensors)")
+    parser.add_argument("--last", type=int, default=5, help="how many of the newest checkpoints (default 5)")
+    parser.add_argument("--output", required=True, help="output safetensors file")
+    args = parser.parse_args(argv)
+    try:
+        if args.run_dir:
+            if args.inputs:
+                raise AveragingError("give either --run-dir or input files, not both")
+            found = weights_files(args.run_dir)
+            if not found:
+                raise AveragingError(f"no weights/step_*.safetensors under {args.run_dir}")
+            if args.last < 1:
+                raise AveragingError(f"--last must be >= 1, got {args.last}")
+            inputs = found[-args.last :]
+            if len(inputs) < args.last:
+                print(f"note: only {len(inputs)} checkpoints found, averaging those", file=sys.stderr)
+        else:
+            inputs = [Path(p) for p in args.inputs]
+        summary = average_checkpoints(inputs, args.output)
+    except AveragingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Validation over tokenized examples: the loss of a rank's share, and its hypotheses gathered in order.
 
-Hypotheses come from :func:`deltalm.generation.translate.translate` with the task's settings
+Hypotheses come from :func:`deltalm.generation.translation.translate` with the task's settings
 (:meth:`finetune.config.TaskConfig.generation_options`); data-parallel ranks each take a share of the batches
 (:func:`finetune.batching.eval_batches`) and :func:`gather_texts` reassembles the order.
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
-from deltalm.generation.translate import translate
+from deltalm.generation.translation import translate
 from deltalm.model import DeltaLM
 from deltalm.vocabulary import Vocabulary
 from finetune.batching import collate, eval_batches

@@ -16,19 +16,13 @@ language pair it writes ``hypotheses.<pair>.txt`` (one line per input, input ord
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-import torch
-
-from deltalm.adapters.checkpoint_io import CheckpointError
 from deltalm.config_tree import ConfigError, apply_overrides, from_dict, load_yaml, validate_tree
+from deltalm.file_io import CheckpointError, write_json_atomic, write_text_atomic
 from finetune.config import DataFileConfig, TaskConfig
-from finetune.data import load_split, print_report, task_vocabulary
-from finetune.decoding import generate
-from finetune.metrics import score_all
 from finetune.readers import DataError
 from finetune.tasks import TaskError
 
@@ -58,6 +52,9 @@ def format_table(rows: list[dict], metrics: list[str]) -> str:
 
 def evaluate(model_dir: str, task: TaskConfig, output_dir: str, device: str = "cpu") -> dict:
     from deltalm.adapters.pretrained import from_pretrained, pretrained_vocabulary
+    from finetune.data import load_split, print_report, task_vocabulary
+    from finetune.decoding import generate
+    from finetune.metrics import score_all
 
     vocab = pretrained_vocabulary(model_dir)
     if vocab is None:
@@ -84,9 +81,7 @@ def evaluate(model_dir: str, task: TaskConfig, output_dir: str, device: str = "c
         started = time.perf_counter()
         local = generate(model, examples, vocab, task)
         hyps = [local[i] for i in range(len(examples))]
-        (out / f"hypotheses.{pair}.txt").write_text(
-            "".join(h.replace("\n", " ") + "\n" for h in hyps), encoding="utf-8"
-        )
+        write_text_atomic(out / f"hypotheses.{pair}.txt", "".join(h.replace("\n", " ") + "\n" for h in hyps))
         result = score_all(
             hyps,
             [e.reference for e in examples],
@@ -116,10 +111,8 @@ def evaluate(model_dir: str, task: TaskConfig, output_dir: str, device: str = "c
         "data_report": report.to_dict(),
         "results": rows,
     }
-    (out / "results.json").write_text(
-        json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
-    (out / "results.md").write_text(table + "\n", encoding="utf-8")
+    write_json_atomic(out / "results.json", results, sort_keys=False)
+    write_text_atomic(out / "results.md", table + "\n")
     print(table)
     for row in rows:
         for name, signature in row["signatures"].items():
@@ -130,7 +123,11 @@ def evaluate(model_dir: str, task: TaskConfig, output_dir: str, device: str = "c
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m finetune.evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m finetune.evaluate",
+        description=__doc__.splitlines()[0],
+        epilog="The task keys (task.*) and their defaults: docs/finetune.md.",
+    )
     parser.add_argument("--model", required=True, help="save_pretrained directory (best/, final/, averaged/)")
     parser.add_argument("--config", help="YAML with a task section")
     parser.add_argument(
@@ -153,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             ]
         if not task.test:
             raise ConfigError("nothing to evaluate: give --data or task.test in the config")
+        import torch
+
         with torch.no_grad():
             evaluate(args.model, task, args.output_dir, device=args.device)
     except (ConfigError, DataError, TaskError, CheckpointError, ValueError) as exc:

@@ -118,10 +118,11 @@ class ZeroShotMixer:
         task: PairSampler,
         mono: BucketedBatches,
         vocab: Vocabulary,
-        ratio: float = 0.5,
-        seed: int = 0,
-        noise_density: float = 0.15,
-        mean_span: float = 3.0,
+        *,
+        ratio: float,
+        seed: int,
+        noise_density: float,
+        mean_span: float,
         tag_ids: dict[str, int] | None = None,
     ) -> None:
         if not 0.0 < ratio < 1.0:

@@ -4,7 +4,7 @@ Presets in code (``--preset NAME`` or a top-level ``preset:`` in the YAML; the f
 
 - ``paper``: the DeltaLM paper's run: base model initialized from an HF InfoXLM directory, Adam
   β=(0.9, 0.999), linear warm-up 10,000 steps then linear decay to 0 at 600,000, 2,048 samples a step,
-  gradient norm clipped to 1.0, input length 512, bf16 ZeRO-1. The paper does not state the peak learning
+  gradient norm clipped to 1.0, input length 512, bf16 ZeRO-1 (``ds_configs/gpu.json``). The paper does not state the peak learning
   rate; we use 1e-4 (fairseq's and mT6's usual value for a pretrained-encoder init).
 - ``tiny``: a CPU-sized model on the bundled sample corpus (the demo and the tests).
 """
@@ -30,11 +30,17 @@ PRESETS: dict[str, dict] = {
         # bf16 with fp32 master weights, no activation checkpointing (only where memory forces it).
         "model": {"preset": "base", "pad_vocab_to_multiple": 64},
         "init": {"kind": "xlmr", "path": "checkpoints/infoxlm-base"},
-        "optimizer": {"lr": 1e-4, "betas": [0.9, 0.999], "eps": 1e-6, "weight_decay": 0.01, "grad_clip": 1.0},
-        "schedule": {"kind": "linear", "warmup_steps": 10_000, "total_steps": 600_000},
+        # lr 1e-4, betas (0.9, 0.999), weight decay 0.01, clipping 1.0, linear warm-up 10,000 steps then decay
+        # to 0 at run.max_steps: the section defaults (deltalm/engine/config.py), stated once there
+        "optimizer": {"eps": 1e-6},
         "batch": {"global_batch_size": 2048, "micro_batch_size": 16},
         "checkpoint": {"every": 2000, "keep_last": 3},
-        "deepspeed": {"config": "ds_configs/zero1_bf16.json", "timeout_s": 600},
+        "deepspeed": {
+            "config": "ds_configs/gpu.json",
+            "zero_stage": 1,
+            "precision": "bf16",
+            "timeout_s": 600,
+        },
         "data": {"input_length": 512, "translation_ratio": 0.5},
     },
     "tiny": {

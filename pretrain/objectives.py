@@ -134,9 +134,9 @@ def noise_mask_batch(
 def span_corruption_batch(
     tokens: np.ndarray,
     rng: np.random.Generator,
-    noise_density: float = 0.15,
-    mean_span: float = 3.0,
-    first_sentinel: int = 0,
+    noise_density: float,
+    mean_span: float,
+    first_sentinel: int,
     eos: int = EOS,
     drop_sentinels: bool = False,
     num_sentinels: int | None = None,
@@ -151,7 +151,9 @@ def span_corruption_batch(
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be [batch, length], got shape {tokens.shape}")
     if first_sentinel <= 0:
-        raise ValueError("first_sentinel is required (Vocabulary.first_sentinel)")
+        raise ValueError(
+            f"first_sentinel must be a sentinel id (Vocabulary.first_sentinel), got {first_sentinel}"
+        )
     batch, length = tokens.shape
     num_noise, num_spans = noise_counts(length, noise_density, mean_span)
     if num_sentinels is not None and num_spans > num_sentinels:
@@ -206,9 +208,9 @@ def span_corruption_batch(
 def span_corruption(
     tokens: np.ndarray,
     rng: np.random.Generator,
-    noise_density: float = 0.15,
-    mean_span: float = 3.0,
-    first_sentinel: int = 0,
+    noise_density: float,
+    mean_span: float,
+    first_sentinel: int,
     eos: int = EOS,
     drop_sentinels: bool = False,
     num_sentinels: int | None = None,
@@ -237,9 +239,9 @@ def translation_span_corruption(
     src: np.ndarray,
     tgt: np.ndarray,
     rng: np.random.Generator,
-    noise_density: float = 0.5,
-    mean_span: float = 3.0,
-    first_sentinel: int = 0,
+    noise_density: float,
+    mean_span: float,
+    first_sentinel: int,
     eos: int = EOS,
     drop_sentinels: bool = False,
     num_sentinels: int | None = None,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deltalm.file_io import file_sha256
 from deltalm.shard_format import ShardError, ShardReader
-from deltalm.vocabulary import file_sha256
 
 
 def _libc_madvise():

@@ -11,26 +11,30 @@ checkpoint), 2 bad config/CLI/data, 3 untrustworthy checkpoint, 4 too many non-f
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-# MKL's results depend on memory alignment unless pinned: bit-exact resume on CPU needs this before torch loads.
-os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from deltalm.engine.cli import EXIT_BAD_CONFIG, engine_argument_parser, fail, pin_cpu_math, run_guarded  # noqa: E402
+
+pin_cpu_math()  # before torch loads
 
 from deltalm.config_tree import ConfigError  # noqa: E402
-from deltalm.engine.cli import EXIT_BAD_CONFIG, engine_argument_parser, fail, run_guarded  # noqa: E402
 from deltalm.engine.distributed import LaunchError, RankInfo, discover, init_process_group, shutdown  # noqa: E402
 from deltalm.engine.model_init import build_model, check_init, describe  # noqa: E402
+from deltalm.file_io import file_sha256  # noqa: E402
 from deltalm.shard_format import ShardError, load_manifest  # noqa: E402
-from deltalm.vocabulary import Vocabulary, file_sha256  # noqa: E402
+from deltalm.vocabulary import Vocabulary  # noqa: E402
 from pretrain.config import PRESETS, PretrainConfig  # noqa: E402
 
 
 def read_config(argv: list[str] | None) -> PretrainConfig:
-    args = engine_argument_parser("pretrain/train.py", presets=sorted(PRESETS)).parse_args(argv)
+    args = engine_argument_parser(
+        "pretrain/train.py",
+        presets=sorted(PRESETS),
+        description="Pre-train DeltaLM on the DeepSpeed engine (span corruption + translation span corruption).",
+        config_docs="docs/engine.md (run, model, init, optimizer, schedule, batch, checkpoint, deepspeed, "
+        "logging, nonfinite), docs/pretrain_data.md (data)",
+    ).parse_args(argv)
     from deltalm.engine.config import build_config
 
     return build_config(PretrainConfig, PRESETS, args.config, args.overrides, preset=args.preset)
@@ -82,6 +86,7 @@ def train(config: PretrainConfig, rank: RankInfo, vocab: Vocabulary) -> int:
     init_process_group(rank, timeout_s=config.deepspeed.timeout_s, cpu_shm_comm=config.deepspeed.cpu_shm_comm)
     try:
         model = build_model(config.model, config.init, seed=config.run.seed, given=config.model_fields_given)
+        config.model = model.config  # the built architecture is what config.yaml and checkpoints record
         if rank.is_main:
             print(describe(model, config.init), flush=True)
         loader = PretrainLoader(

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from deltalm.adapters.checkpoint_io import CheckpointError, read_torch_weights, save_torch_atomic
+from deltalm.adapters.checkpoint_io import read_torch_weights, save_torch_atomic
+from deltalm.file_io import CheckpointError
 from deltalm.model import DeltaLM
 from deltalm.model_config import DeltaLMConfig
 

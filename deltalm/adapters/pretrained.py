@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-from deltalm.adapters.checkpoint_io import CheckpointError, atomic_directory, read_safetensors
+from deltalm.adapters.checkpoint_io import atomic_directory, read_safetensors
 from deltalm.config_tree import ConfigError
+from deltalm.file_io import CheckpointError
 from deltalm.model import DeltaLM
 from deltalm.model_config import DeltaLMConfig
 from deltalm.vocabulary import Vocabulary
@@ -36,8 +37,16 @@ def vocabulary_record(vocabulary: Vocabulary) -> dict:
     }
 
 
-def save_pretrained(model: DeltaLM, directory: str | Path, vocabulary: Vocabulary | None = None) -> Path:
-    """Write ``model`` (and the vocabulary's SentencePiece model when known) to ``directory`` atomically."""
+def save_pretrained(
+    model: DeltaLM,
+    directory: str | Path,
+    vocabulary: Vocabulary | None = None,
+    extra_json: dict[str, object] | None = None,
+) -> Path:
+    """Write ``model`` (and the vocabulary's SentencePiece model when known) to ``directory`` atomically.
+
+    ``extra_json``: more files of the directory (name → JSON value), written inside the same atomic step.
+    """
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -51,6 +60,8 @@ def save_pretrained(model: DeltaLM, directory: str | Path, vocabulary: Vocabular
             shutil.copyfile(vocabulary.spm_path, tmp / SPM_FILE)
             meta["vocabulary"]["spm_file"] = SPM_FILE
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        for name, value in (extra_json or {}).items():
+            (tmp / name).write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
     return target
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from deltalm.shard_format import fsync_dir, write_json_atomic, write_text_atomic
+from deltalm.file_io import CheckpointError, fsync_dir, write_json_atomic, write_text_atomic
 
 MANIFEST = "manifest.json"
 COMMITTED = "COMMITTED"
@@ -38,10 +38,6 @@ LATEST = "latest"
 UNIVERSAL_SUFFIX = ".universal"
 UNIVERSAL_WAIT_S = 3600.0
 TAG_RE = re.compile(r"^step_(\d{9})$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be trusted; the message is one line naming the file."""
 
 
 def tag_for(step: int) -> str:

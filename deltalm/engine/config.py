@@ -131,17 +131,18 @@ class CheckpointConfig:
 
 @dataclass
 class DeepSpeedSection:
-    """DeepSpeed knobs; the template JSON holds the rest (buckets, loss scaling). Empty = the template's value."""
+    """How DeepSpeed runs: ZeRO stage, precision, offload (the only place they are chosen); ``config`` names the
+    template with DeepSpeed's tuning knobs (buckets, fp16 loss scaling): ``ds_configs/cpu.json`` or ``gpu.json``."""
 
     config: str = "ds_configs/cpu.json"
-    zero_stage: int | None = None
-    precision: Literal["fp32", "bf16", "fp16"] | None = None
-    offload: bool | None = None
+    zero_stage: int = 0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    offload: bool = False  # optimizer state (and at ZeRO-3 the parameters) in CPU memory, DeepSpeedCPUAdam
     timeout_s: int = 60  # process-group timeout: a dead or hung rank ends the job in this many seconds
     cpu_shm_comm: bool = False  # DeepSpeed's JIT-built shared-memory allreduce on CPU (first start ~60 s)
 
     def validate(self) -> None:
-        if self.zero_stage is not None and self.zero_stage not in (0, 1, 2, 3):
+        if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"deepspeed.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.timeout_s < 1:
             raise ConfigError(f"deepspeed.timeout_s must be >= 1, got {self.timeout_s}")
@@ -165,7 +166,6 @@ class LoggingConfig:
 @dataclass
 class NonfiniteConfig:
     max_consecutive: int = 5  # this many non-finite steps in a row abort the run
-    inject_at_steps: list[int] = field(default_factory=list)  # testing aid: rank 0's loss becomes NaN there
 
     def validate(self) -> None:
         if self.max_consecutive < 1:

@@ -1,8 +1,11 @@
 """Build the DeepSpeed config dict from a ``ds_configs/*.json`` template and the training config.
 
-Templates hold only DeepSpeed knobs (ZeRO stage, precision, buckets, loss scaling); batch sizes, clipping, the
-optimizer and the schedule come from the training config and a template that states them is refused, so no
-knob lives in two places. ``train_batch_size = micro x accumulation x world`` is computed here, once.
+One way to choose the ZeRO stage, the precision and optimizer offload: the config keys
+``deepspeed.zero_stage``, ``deepspeed.precision`` and ``deepspeed.offload``. Templates hold only DeepSpeed's
+tuning knobs (communication buckets, ZeRO-3 prefetch, the fp16 loss-scaling settings, logging): ``cpu.json``
+(none) and ``gpu.json``. Whatever the training config owns (batch sizes, clipping, the optimizer, the schedule,
+the stage, the precision, offload) is refused in a template, so no knob lives in two places.
+``train_batch_size = micro x accumulation x world`` is computed here, once.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ OWNED_KEYS = (
     "gradient_clipping",
     "optimizer",
     "scheduler",
+    "bfloat16",
 )
+OWNED_ZERO_KEYS = ("stage", "offload_optimizer", "offload_param")  # deepspeed.zero_stage / deepspeed.offload
+BUCKET_KEYS = ("overlap_comm", "contiguous_gradients", "reduce_bucket_size", "allgather_bucket_size")
 
 
 def load_template(path: str | Path) -> dict:
@@ -38,6 +44,12 @@ def load_template(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"deepspeed.config: {path} must hold a JSON object")
     stated = [k for k in OWNED_KEYS if k in data]
+    zero = data.get("zero_optimization", {})
+    stated += [f"zero_optimization.{k}" for k in OWNED_ZERO_KEYS if isinstance(zero, dict) and k in zero]
+    stated += [
+        f"{k}.enabled" for k in ("bf16", "fp16") if isinstance(data.get(k), dict) and "enabled" in data[k]
+    ]
+    stated += [k for k in ("bf16", "bfloat16") if k in data and not isinstance(data[k], dict)]
     if stated:
         raise ConfigError(f"deepspeed.config: {path} states {stated[0]!r}; it belongs to the training config")
     return data
@@ -69,29 +81,27 @@ def build_ds_config(config: TrainingConfig, world_size: int, *, load_universal: 
     ds["gradient_accumulation_steps"] = accumulation
     ds["train_batch_size"] = config.batch.micro_batch_size * accumulation * world_size
     zero = ds.setdefault("zero_optimization", {})
-    if section.zero_stage is not None:
-        zero["stage"] = section.zero_stage
-    if section.precision is not None:
-        ds.pop("bf16", None)
-        ds.pop("fp16", None)
-        if section.precision == "bf16":
-            ds["bf16"] = {"enabled": True}
-        elif section.precision == "fp16":
-            ds["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "hysteresis": 2}
-    if section.offload is not None:
-        if section.offload and zero.get("stage", 0) < 1:
-            raise ConfigError("deepspeed.offload needs deepspeed.zero_stage >= 1")
-        if section.offload:
-            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-            if zero.get("stage") == 3:
-                zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-        else:
-            zero.pop("offload_optimizer", None)
-            zero.pop("offload_param", None)
-    stage = zero_stage_of(ds)
+    stage = section.zero_stage
+    zero["stage"] = stage
+    if stage < 3:
+        for key in [k for k in zero if k.startswith("stage3_")]:
+            zero.pop(key)
+    else:
+        zero.pop("allgather_bucket_size", None)  # ZeRO-3 gathers by stage3_prefetch_bucket_size
     if stage == 0:
-        for key in ("overlap_comm", "contiguous_gradients", "reduce_bucket_size", "allgather_bucket_size"):
+        for key in BUCKET_KEYS:
             zero.pop(key, None)
+    loss_scaling = ds.pop("fp16", {})
+    if section.precision == "bf16":
+        ds["bf16"] = {"enabled": True}
+    elif section.precision == "fp16":
+        ds["fp16"] = {**loss_scaling, "enabled": True}  # the template's loss-scaling knobs, else DeepSpeed's
+    if section.offload:
+        if stage < 1:
+            raise ConfigError("deepspeed.offload needs deepspeed.zero_stage >= 1")
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        if stage == 3:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
     # ZeRO-0 fp32 steps our optimizer directly: the non-finite guard clips there (it must see the raw norm).
     ds["gradient_clipping"] = 0.0 if uses_basic_optimizer(ds) else config.optimizer.grad_clip
     ds.setdefault("steps_per_print", 10**9)

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from deltalm.file_io import write_text_atomic
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -60,9 +62,7 @@ class MetricsLogger:
                     kept.append(line)
             except (json.JSONDecodeError, KeyError, TypeError):
                 break  # a torn last line from a kill: everything after it is dropped too
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        tmp.replace(self.path)
+        write_text_atomic(self.path, "".join(k + "\n" for k in kept))
 
     def log(self, record: dict) -> None:
         if not self.enabled:

@@ -83,8 +83,8 @@ def build_model(
     """
     import torch
 
-    from deltalm.adapters.checkpoint_io import CheckpointError
     from deltalm.embedding_growth import grow_vocabulary
+    from deltalm.file_io import CheckpointError
     from deltalm.model import DeltaLM
 
     stated = set(ARCHITECTURE_FIELDS if given is None else given) & set(ARCHITECTURE_FIELDS)

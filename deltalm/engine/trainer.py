@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from deltalm.config_tree import dump_yaml, to_dict
-from deltalm.engine.checkpoint import CheckpointError, CheckpointStore
+from deltalm.engine.checkpoint import CheckpointStore
 from deltalm.engine.config import TrainingConfig
 from deltalm.engine.distributed import RankInfo, collective_device
 from deltalm.engine.ds_config import build_ds_config, precision_of, uses_basic_optimizer, zero_stage_of
@@ -33,6 +33,7 @@ from deltalm.engine.metrics import MetricsLogger
 from deltalm.engine.optimizer import build_optimizer
 from deltalm.engine.preemption import PreemptionFlag
 from deltalm.engine.schedule import LRSchedule
+from deltalm.file_io import CheckpointError
 
 
 class BatchSource(Protocol):
@@ -117,8 +118,12 @@ class Trainer:
         rank: RankInfo,
         *,
         loss_fn: LossFn = default_loss,
+        vocabulary: dict | None = None,
     ) -> None:
         self.config = config
+        self.vocabulary = (
+            vocabulary  # the run's vocabulary record, kept in every checkpoint (export reads it)
+        )
         self.model = model
         self.batches = batches
         self.rank = rank
@@ -315,15 +320,12 @@ class Trainer:
         scale = self.rank.world_size / global_tokens
         loss_sum = nll_sum = 0.0
         nonfinite = 0.0
-        inject = step in self.config.nonfinite.inject_at_steps and self.rank.is_main
         for index, batch in enumerate(micro_batches):
             slot = ((step - 1) * self.accumulation + index) * self.rank.world_size + self.rank.rank
             torch.manual_seed(derived_seed(self.config.run.seed, slot))
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             loss, nll, _ = self.engine(batch)
             loss = loss.float()
-            if inject and index == 0:
-                loss = loss * float("nan")
             self.engine.backward(loss * scale, scale_wrt_gas=False)
             if index < len(micro_batches) - 1:
                 self.engine.step()  # not a boundary: DeepSpeed only advances its micro-step counter
@@ -384,6 +386,8 @@ class Trainer:
             "config": to_dict(self.config),
             "universal_checkpoint_info": {"universal_checkpoint_version": 0.4},
         }
+        if self.vocabulary is not None:
+            client_state["vocabulary"] = self.vocabulary
         meta = {"zero_stage": self.zero_stage, "precision": self.precision}
         self.store.save(
             self.engine,

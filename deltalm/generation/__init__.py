@@ -7,13 +7,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "Hypothesis": "deltalm.generation.beam_search",
-    "beam_search": "deltalm.generation.beam_search",
-    "greedy_search": "deltalm.generation.beam_search",
+    "Hypothesis": "deltalm.generation.search",
+    "beam_search": "deltalm.generation.search",
+    "greedy_search": "deltalm.generation.search",
     "GenerationError": "deltalm.generation.options",
     "GenerationOptions": "deltalm.generation.options",
-    "translate": "deltalm.generation.translate",
-    "translate_lines": "deltalm.generation.translate",
+    "translate": "deltalm.generation.translation",
+    "translate_lines": "deltalm.generation.translation",
 }
 
 __all__ = [
@@ -27,9 +27,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from deltalm.generation.beam_search import Hypothesis, beam_search, greedy_search
     from deltalm.generation.options import GenerationError, GenerationOptions
-    from deltalm.generation.translate import translate, translate_lines
+    from deltalm.generation.search import Hypothesis, beam_search, greedy_search
+    from deltalm.generation.translation import translate, translate_lines
 
 
 def __getattr__(name: str) -> Any:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from data_prep.shard_writer import KILL_HOOK_ENV
 from deltalm.shard_format import load_manifest
 
 from .conftest import SAMPLE, read_tree, run_subprocess
+
+KILLING_RUN = Path(__file__).with_name("killing_run.py")
 
 
 @pytest.mark.slow
@@ -27,7 +32,14 @@ def test_sigkill_then_rerun_is_byte_identical(spm_model, tmp_path, workers, kill
     assert len(load_manifest(tmp_path / "out")["streams"]["de"]["shards"]) > kill_after + 3
     shutil.rmtree(tmp_path / "out")
 
-    killed = run_subprocess(*args, cwd=tmp_path, env={KILL_HOOK_ENV: str(kill_after)})
+    killed = subprocess.run(
+        [sys.executable, str(KILLING_RUN), str(kill_after), *[str(a) for a in args]],
+        cwd=tmp_path,
+        env=dict(os.environ, OPENBLAS_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert killed.returncode == -signal.SIGKILL
     partial = load_manifest(tmp_path / "out")["streams"]["de"]
     assert len(partial["shards"]) == kill_after - 1  # the last shard file was renamed but never listed

@@ -6,7 +6,8 @@ Fault injection for the tests (environment): DELTALM_TEST_KILL_AT_BATCH=N SIGKIL
 fetches its N-th micro-batch; DELTALM_TEST_KILL_IN_SAVE=S SIGKILLs it while checkpoint S is being committed
 (DeepSpeed's files written, manifest not yet); DELTALM_TEST_HOLD_AT_BATCH=N:PATH blocks SIGTERM when it fetches
 its N-th micro-batch, creates PATH and waits (up to 120 s) for a SIGTERM, then delivers it to the trainer's
-handler, so a test can signal a run at a known step however fast the machine is.
+handler, so a test can signal a run at a known step however fast the machine is. ``faults.nan_at_steps`` (a
+section of this driver's config only) makes rank 0's loss NaN in the first micro-batch of those optimizer steps.
 
 Exit codes: 0 done (or stopped by a signal after its checkpoint), 2 bad config, 3 checkpoint error,
 4 non-finite abort. Errors are one line on stderr.
@@ -23,25 +24,48 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from benchmarks.synthetic_batches import SyntheticBatches, SyntheticDataConfig  # noqa: E402
 from deltalm.config_tree import ConfigError  # noqa: E402
-from deltalm.engine.checkpoint import CheckpointError  # noqa: E402
 from deltalm.engine.config import TrainingConfig, build_config  # noqa: E402
 from deltalm.engine.distributed import discover, init_process_group, shutdown  # noqa: E402
-from deltalm.engine.synthetic_batches import SyntheticBatches, SyntheticDataConfig  # noqa: E402
 from deltalm.engine.trainer import NonfiniteAbort, Trainer  # noqa: E402
+from deltalm.file_io import CheckpointError  # noqa: E402
+
+
+@dataclass
+class FaultConfig:
+    nan_at_steps: list[int] = field(
+        default_factory=list
+    )  # rank 0's loss becomes NaN in these optimizer steps
 
 
 @dataclass
 class SyntheticTrainConfig(TrainingConfig):
     data: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+
+
+def poisoned_loss(model, batch: dict):
+    """The model's loss; NaN for a micro-batch the batch source marked (``poison``)."""
+    from deltalm.loss import LossOutput
+
+    poison = batch.pop("poison", None)
+    out = model.loss(batch)
+    if poison is None:
+        return out
+    return LossOutput(out.loss_sum * float("nan"), out.nll_sum, out.num_tokens)
 
 
 class KillingBatches(SyntheticBatches):
-    def __init__(self, *args, kill_at: int, hold_at: str, **kwargs) -> None:
+    def __init__(
+        self, *args, kill_at: int, hold_at: str, nan_at_steps: list[int], accumulation: int, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.kill_at = kill_at
         self.hold_at, _, self.hold_marker = hold_at.partition(":")
         self.fetched = 0
+        self.nan_at_steps = set(nan_at_steps)
+        self.accumulation = accumulation
 
     def next_batch(self):
         self.fetched += 1
@@ -49,7 +73,13 @@ class KillingBatches(SyntheticBatches):
             os.kill(os.getpid(), signal.SIGKILL)
         if self.hold_at and self.fetched == int(self.hold_at):
             self._hold_for_sigterm()
-        return super().next_batch()
+        step, index = divmod(self.consumed, self.accumulation)  # the micro-batch about to be handed out
+        batch = super().next_batch()
+        if self.dp_rank == 0 and index == 0 and step + 1 in self.nan_at_steps:
+            import torch
+
+            batch = {**batch, "poison": torch.ones(1)}
+        return batch
 
     def _hold_for_sigterm(self) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
@@ -104,9 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         dp_world_size=rank.world_size,
         kill_at=kill_at,
         hold_at=os.environ.get("DELTALM_TEST_HOLD_AT_BATCH", ""),
+        nan_at_steps=config.faults.nan_at_steps,
+        accumulation=config.batch.accumulation(rank.world_size),
     )
     try:
-        result = Trainer(config, model, batches, rank).fit()
+        result = Trainer(config, model, batches, rank, loss_fn=poisoned_loss).fit()
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

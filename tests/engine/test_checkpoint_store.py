@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from deltalm.engine.checkpoint import COMMITTED, LATEST, CheckpointError, CheckpointStore, tag_for
+from deltalm.engine.checkpoint import COMMITTED, LATEST, CheckpointStore, tag_for
+from deltalm.file_io import CheckpointError
 
 
 class FakeEngine:

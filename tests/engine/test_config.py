@@ -60,15 +60,27 @@ def test_batch_sizes_computed_and_indivisible_refused():
         build_ds_config(c, 3)
 
 
-def test_ds_config_overrides_template_and_clipping_placement():
-    c = cfg("deepspeed.config=ds_configs/zero2_bf16.json")
+def test_stage_precision_offload_come_from_the_config_and_clipping_placement():
+    c = cfg("deepspeed.config=ds_configs/gpu.json", "deepspeed.zero_stage=2", "deepspeed.precision=bf16")
     ds = build_ds_config(c, 1)
     assert ds["zero_optimization"]["stage"] == 2 and ds["bf16"]["enabled"] and ds["gradient_clipping"] == 1.0
-    c = cfg(
-        "deepspeed.config=ds_configs/zero2_bf16.json", "deepspeed.zero_stage=0", "deepspeed.precision=fp32"
-    )
+    assert ds["zero_optimization"]["reduce_bucket_size"] == 500_000_000 and "fp16" not in ds
+    assert not any(k.startswith("stage3_") for k in ds["zero_optimization"])
+    ds = build_ds_config(cfg("deepspeed.config=ds_configs/gpu.json", "deepspeed.precision=fp16"), 1)
+    assert ds["fp16"] == {
+        "enabled": True,
+        "loss_scale": 0,
+        "initial_scale_power": 16,
+        "loss_scale_window": 1000,
+        "hysteresis": 2,
+        "min_loss_scale": 1,
+    }
+    z3 = build_ds_config(cfg("deepspeed.config=ds_configs/gpu.json", "deepspeed.zero_stage=3"), 1)
+    assert z3["zero_optimization"]["stage3_prefetch_bucket_size"] == 50_000_000
+    assert "allgather_bucket_size" not in z3["zero_optimization"]
+    c = cfg("deepspeed.config=ds_configs/gpu.json")
     ds = build_ds_config(c, 1)
-    assert "bf16" not in ds and ds["zero_optimization"] == {"stage": 0}
+    assert "bf16" not in ds and "fp16" not in ds and ds["zero_optimization"] == {"stage": 0}
     assert ds["gradient_clipping"] == 0.0  # ZeRO-0 fp32: the guard clips (it must see the raw norm)
     ds = build_ds_config(cfg("deepspeed.zero_stage=3", "deepspeed.offload=true"), 1)
     assert ds["zero_optimization"]["offload_param"]["device"] == "cpu"
@@ -81,6 +93,17 @@ def test_template_stating_training_knobs_is_refused(tmp_path):
     bad.write_text(json.dumps({"train_batch_size": 8}))
     with pytest.raises(ConfigError, match="states 'train_batch_size'; it belongs to the training config"):
         build_ds_config(cfg(f"deepspeed.config={bad}"), 1)
+    for owned, name in (
+        ({"zero_optimization": {"stage": 2}}, "zero_optimization.stage"),
+        ({"bf16": {"enabled": True}}, "bf16.enabled"),
+        (
+            {"zero_optimization": {"offload_optimizer": {"device": "cpu"}}},
+            "zero_optimization.offload_optimizer",
+        ),
+    ):
+        bad.write_text(json.dumps(owned))
+        with pytest.raises(ConfigError, match=f"states '{name}'; it belongs to the training config"):
+            build_ds_config(cfg(f"deepspeed.config={bad}"), 1)
 
 
 def test_every_shipped_template_builds():

@@ -26,7 +26,7 @@ def test_bf16_zero1_on_gpu(tmp_path):
     sets = [
         "deepspeed.zero_stage=1",
         "deepspeed.precision=bf16",
-        "nonfinite.inject_at_steps=[2]",
+        "faults.nan_at_steps=[2]",
         f"run.run_dir={tmp_path / 'r'}",
     ]
     argv = [sys.executable, str(DRIVER), "--config", str(config)] + [a for s in sets for a in ("--set", s)]

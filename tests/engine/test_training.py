@@ -144,7 +144,7 @@ def test_injected_nan_is_skipped_at_every_zero_stage(workdir, stage):
                 name,
                 f"deepspeed.zero_stage={stage}",
                 "run.max_steps=4",
-                "nonfinite.inject_at_steps=[2]",
+                "faults.nan_at_steps=[2]",
                 "checkpoint.every=0",
             ),
         )
@@ -163,7 +163,7 @@ def test_nonfinite_streak_aborts_with_one_line(workdir):
             workdir,
             "abort",
             "deepspeed.zero_stage=0",
-            "nonfinite.inject_at_steps=[1,2]",
+            "faults.nan_at_steps=[1,2]",
             "nonfinite.max_consecutive=2",
             "checkpoint.every=0",
         ),

@@ -18,10 +18,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from deltalm.engine.checkpoint import CheckpointError
 from deltalm.export import export_run
 from deltalm.export_checkpoint import open_checkpoint
 from deltalm.export_verify import probe_batch
+from deltalm.file_io import CheckpointError
 from tests.export import fixtures
 
 pytestmark = pytest.mark.slow

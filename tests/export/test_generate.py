@@ -12,7 +12,7 @@ import torch
 
 import deltalm
 from deltalm.generate import load_model
-from deltalm.generation.translate import GenerationOptions, length_batches, source_ids, translate_lines
+from deltalm.generation.translation import GenerationOptions, length_batches, source_ids, translate_lines
 from deltalm.vocabulary import Vocabulary
 from tests.export import fixtures
 

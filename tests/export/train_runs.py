@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from benchmarks.synthetic_batches import SyntheticBatches, SyntheticDataConfig  # noqa: E402
 from deltalm.engine.config import TrainingConfig, build_config  # noqa: E402
 from deltalm.engine.distributed import discover, init_process_group, shutdown  # noqa: E402
-from deltalm.engine.synthetic_batches import SyntheticBatches, SyntheticDataConfig  # noqa: E402
 from deltalm.engine.trainer import Trainer  # noqa: E402
 
 CONFIG = {

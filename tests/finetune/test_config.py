@@ -8,7 +8,7 @@ import pytest
 
 from deltalm.config_tree import ConfigError
 from deltalm.model_config import DeltaLMConfig
-from finetune.train import check_length_limits
+from finetune.trainer import check_length_limits
 
 
 def test_length_limits_beyond_the_position_table_are_refused():

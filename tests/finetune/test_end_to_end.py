@@ -12,7 +12,7 @@ import yaml
 from finetune.config import load_finetune_config
 from finetune.evaluate import main as evaluate_main
 from finetune.train import main as train_main
-from finetune.train import run as train_run
+from finetune.trainer import run as train_run
 from tests.finetune.conftest import read_pairs
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]

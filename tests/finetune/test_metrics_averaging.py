@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from finetune.average import main as average_main
 from finetune.averaging import AveragingError, average_checkpoints
+from finetune.averaging import main as average_main
 from finetune.metrics import CharacterTokenizer, bleu, rouge, score_all, wordnet_missing
 
 HYPS = ["The cat sat on the mat.", "Open the file now", "Datei speichern unter"]
@@ -83,7 +83,7 @@ def test_average_is_exact_fp64_mean(tmp_path):
 
 
 def _cli(args: list[str], capsys) -> SimpleNamespace:
-    """``python -m finetune.average ARGS`` in-process: exit code and captured stderr."""
+    """``python -m finetune.averaging ARGS`` in-process: exit code and captured stderr."""
     code = average_main(args)
     return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
 

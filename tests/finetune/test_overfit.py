@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from deltalm.generation.beam_search import beam_search
+from deltalm.generation.search import beam_search
 from deltalm.model import DeltaLM
 from deltalm.model_config import DeltaLMConfig
 from finetune.batching import collate

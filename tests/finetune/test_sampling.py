@@ -112,7 +112,9 @@ def test_zero_shot_mix_ratio_and_dropped_sentinels(tmp_path, vocab):
     chunks = mono_chunks([(str(mono), "de")], vocab, 64, report)
     assert chunks and all(len(c.source) <= 64 for c in chunks)
     task = PairSampler({"en-de": BucketedBatches(_examples(40), 2)}, TemperatureSchedule())
-    mixer = ZeroShotMixer(task, BucketedBatches(chunks, 2, seed=1), vocab, ratio=0.5, seed=1)
+    mixer = ZeroShotMixer(
+        task, BucketedBatches(chunks, 2, seed=1), vocab, ratio=0.5, seed=1, noise_density=0.15, mean_span=3.0
+    )
     kinds = []
     for _ in range(40):
         name, batch = mixer.next_batch()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deltalm.generation.beam_search import row_topk
+from deltalm.generation.search import row_topk
 
 
 @pytest.mark.parametrize(("rows", "width", "k"), [(80, 8128, 10), (7, 8104, 10), (5, 1000, 3), (3, 208, 4)])

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import deltalm
-from deltalm.adapters.checkpoint_io import CheckpointError
 from deltalm.adapters.official import official_keys
+from deltalm.file_io import CheckpointError
 from deltalm.model_config import DeltaLMConfig
 
 ENC, DEC, D, FFN, ROWS = 12, 6, 16, 24, 104  # base's layer counts at a tiny width

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 import deltalm
-from deltalm.adapters.checkpoint_io import CheckpointError
 from deltalm.adapters.pretrained import pretrained_vocabulary
+from deltalm.file_io import CheckpointError
 from deltalm.vocabulary import Vocabulary
 from tests.model.helpers import padded_batch, tiny_model
 

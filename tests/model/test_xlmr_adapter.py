@@ -8,8 +8,8 @@ import pytest
 import torch
 import transformers
 
-from deltalm.adapters.checkpoint_io import CheckpointError
 from deltalm.adapters.xlmr import export_encoder_as_xlmr, from_xlmr, parameter_sources
+from deltalm.file_io import CheckpointError
 from deltalm.model import DeltaLM
 
 SHAPES = [  # (vocab, hidden, layers, heads, ffn, positions)

@@ -8,8 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from deltalm.shard_format import FORMAT_VERSION, mono_schema, parallel_schema, write_json_atomic
-from deltalm.vocabulary import Vocabulary, file_sha256
+from deltalm.file_io import file_sha256, write_json_atomic
+from deltalm.shard_format import FORMAT_VERSION, mono_schema, parallel_schema
+from deltalm.vocabulary import Vocabulary
 
 
 def _write_shard(path: Path, schema: pa.Schema, columns: dict[str, list[np.ndarray]]) -> dict:

@@ -133,9 +133,9 @@ def test_reconstruct_and_sentinels_in_order():
 
 def test_drop_sentinels_targets_are_the_noise_tokens():
     tokens = np.random.default_rng(5).integers(4, SENT, (8, 568)).astype(np.int32)
-    with_s = span_corruption_batch(tokens, np.random.default_rng(9), first_sentinel=SENT)
+    with_s = span_corruption_batch(tokens, np.random.default_rng(9), 0.15, 3.0, first_sentinel=SENT)
     without = span_corruption_batch(
-        tokens, np.random.default_rng(9), first_sentinel=SENT, drop_sentinels=True
+        tokens, np.random.default_rng(9), 0.15, 3.0, first_sentinel=SENT, drop_sentinels=True
     )
     assert np.array_equal(with_s[0], without[0])  # same inputs (with sentinels)
     assert without[1].shape == (8, 86)  # 85 noise tokens + EOS
@@ -163,7 +163,9 @@ def test_vectorized_equals_t5_reference():
 
 def test_golden_output():
     tokens = np.arange(100, 220, dtype=np.int32).reshape(3, 40)
-    inputs, targets = span_corruption_batch(tokens, np.random.default_rng(1234), first_sentinel=SENT)
+    inputs, targets = span_corruption_batch(
+        tokens, np.random.default_rng(1234), 0.15, 3.0, first_sentinel=SENT
+    )
     assert inputs.tolist() == [
         list(range(100, 129)) + [1000, 134, 135, 136, 137, 138, 1001, 2],
         list(range(140, 149)) + [1000] + list(range(151, 176)) + [1001, 2],
@@ -221,12 +223,14 @@ def test_random_cuts_uniform():
 def test_translation_pair_and_errors():
     src, tgt = np.array([5, 6, 7], dtype=np.int32), np.array([8, 9], dtype=np.int32)
     assert translation_pair(src, tgt).tolist() == [5, 6, 7, 2, 8, 9]
-    inputs, targets = translation_span_corruption(src, tgt, np.random.default_rng(0), first_sentinel=SENT)
+    inputs, targets = translation_span_corruption(
+        src, tgt, np.random.default_rng(0), 0.5, 3.0, first_sentinel=SENT
+    )
     assert np.array_equal(reconstruct(inputs, targets, SENT), [5, 6, 7, 2, 8, 9])
     assert (targets < SENT).sum() - 1 == 3  # noise 0.5 of 6 tokens (+ EOS)
     with pytest.raises(ValueError, match="sentinels"):
         span_corruption(np.arange(4, 770), np.random.default_rng(0), 0.5, 3.0, SENT, num_sentinels=100)
     with pytest.raises(ValueError, match="at least 2"):
-        span_corruption(np.array([5]), np.random.default_rng(0), first_sentinel=SENT)
+        span_corruption(np.array([5]), np.random.default_rng(0), 0.15, 3.0, first_sentinel=SENT)
     with pytest.raises(ValueError, match="first_sentinel"):
-        span_corruption(np.arange(4, 20), np.random.default_rng(0))
+        span_corruption(np.arange(4, 20), np.random.default_rng(0), 0.15, 3.0, first_sentinel=0)

@@ -121,3 +121,25 @@ def test_launch_sh_runs_two_ranks_through_the_deepspeed_launcher(dataset, tmp_pa
     manifest = json.loads((run_dir / "checkpoints" / "step_000000002" / "manifest.json").read_text())
     assert manifest["world_size"] == 2
     assert {"rank_state_00000.pt", "rank_state_00001.pt"} <= set(manifest["files"])
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_launch_sh_config_error_at_two_ranks_is_one_line_printed_last(tmp_path, stage):
+    """Every rank meets the error; rank 0 alone prints it, and launch.sh repeats it after the launcher's logs."""
+    config = tmp_path / "c.yaml"
+    config.write_text("run:\n  max_step: 3\n")  # a misspelt key
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", MASTER_PORT=str(29600 + os.getpid() % 1000))
+    proc = subprocess.run(
+        ["bash", "launch.sh", stage, str(config), "--num_gpus", "2"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, (proc.stdout + proc.stderr)[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: unknown config key run.max_step (known: "), lines[-5:]
+    # once from the ranks (rank 0) and once repeated by launch.sh: never once per rank
+    assert sum("unknown config key run.max_step" in line for line in lines) == 2, lines

@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_paper_preset_is_the_paper_run():
     paper = build_config(PretrainConfig, PRESETS, None, [], preset="paper")
     assert paper.optimizer.betas == (0.9, 0.999) and paper.optimizer.grad_clip == 1.0
-    assert (paper.schedule.kind, paper.schedule.warmup_steps, paper.schedule.total_steps) == (
+    assert paper.optimizer.lr == 1e-4 and paper.optimizer.eps == 1e-6 and paper.run.max_steps == 600_000
+    assert (paper.schedule.kind, paper.schedule.warmup_steps, paper.total_steps) == (
         "linear",
         10_000,
         600_000,
@@ -63,7 +64,8 @@ def test_bad_input_is_one_line_exit_2(argv, message):
 
 def test_spm_model_must_match_the_manifest_tokenizer(tmp_path):
     from deltalm.config_tree import ConfigError
-    from deltalm.vocabulary import Vocabulary, file_sha256
+    from deltalm.file_io import file_sha256
+    from deltalm.vocabulary import Vocabulary
     from pretrain.train import check_spm_model
 
     model = tmp_path / "spm.model"

@@ -1,7 +1,7 @@
 """Translate: token-id sources → detokenized best hypotheses. The one loop of the CLI, validation and evaluation.
 
 Each batch is padded, its length limit ``a·x + b`` is clamped to the decoder's position table, beam search runs
-(:func:`deltalm.generation.beam_search.beam_search`, fairseq semantics) and the best hypothesis is detokenized
+(:func:`deltalm.generation.search.beam_search`, fairseq semantics) and the best hypothesis is detokenized
 with the vocabulary (specials, sentinels and language tags dropped). The caller chooses the batches (the CLI
 sorts by length; data-parallel validation gives each rank its share), so the order of the result is by
 index. The settings and their defaults: :class:`deltalm.generation.options.GenerationOptions`.
@@ -73,7 +73,7 @@ def translate(
     sources only). ``progress(sentences_done)`` is called after each batch. Dropout is off during the call and
     the model's training mode is restored afterwards.
     """
-    from deltalm.generation.beam_search import beam_search
+    from deltalm.generation.search import beam_search
 
     options.validate()
     limit = model.config.max_source_length - 1  # tokens before EOS the decoder's position table holds

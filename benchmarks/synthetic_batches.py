@@ -1,4 +1,4 @@
-"""Synthetic micro-batches with the batch contract (docs/design.md#batches), for engine tests and benchmarks.
+"""Synthetic micro-batches with the batch contract (docs/design.md#batches), for the engine benchmarks and tests.
 
 Sample ``k`` is a pure function of ``(seed, k)``; the rank's ``j``-th micro-batch holds the samples of global
 slot ``j * world + rank``. Two ranks with accumulation 1 therefore see exactly the samples of one rank with

@@ -1,0 +1,255 @@
+"""The fine-tuning run: the engine's trainer plus validation, best-checkpoint export and per-checkpoint weights.
+
+:func:`run` trains per a resolved :class:`finetune.config.FinetuneConfig` in this process (one rank) and
+returns the summary also written to ``summary.json``; ``finetune/train.py`` is its command line. The run
+directory gets, besides the engine's committed checkpoints and metrics: ``weights/step_*.safetensors`` (model
+weights at every checkpoint, the newest ``task.average_last`` kept, for ``python -m finetune.averaging``),
+``valid.jsonl`` (one line per validation), ``best/`` (a ``save_pretrained`` directory of the best validation
+score by ``task.best_metric``), ``final/`` and ``averaged/`` (the mean of the kept weights) at the end, and
+``data_report.json`` (lines read and skipped by reason). Every file is written atomically
+(:mod:`deltalm.file_io`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from deltalm.config_tree import ConfigError
+from deltalm.engine.distributed import discover, init_process_group
+from deltalm.engine.ds_config import build_ds_config, zero_stage_of
+from deltalm.engine.model_init import build_model, check_init, describe
+from deltalm.engine.trainer import Trainer
+from deltalm.file_io import save_safetensors_atomic, write_json_atomic, write_text_atomic
+from deltalm.vocabulary import Vocabulary
+from finetune.averaging import average_state_dicts
+from finetune.config import FinetuneConfig
+from finetune.criterion import make_criterion
+from finetune.data import FinetuneBatches, load_split, print_report, task_vocabulary
+from finetune.decoding import gather_texts, generate, validation_loss
+from finetune.metrics import score_all
+from finetune.tasks import DEFAULT_MAX_SOURCE, Example
+
+
+def _all_reduce(values: list[float]) -> list[float]:
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+class FinetuneTrainer(Trainer):
+    """The engine's trainer plus validation, best-checkpoint export and per-checkpoint weights."""
+
+    def __init__(
+        self, config: FinetuneConfig, model, batches, rank, *, vocab: Vocabulary, valid: dict
+    ) -> None:
+        from deltalm.adapters.pretrained import vocabulary_record
+
+        super().__init__(
+            config,
+            model,
+            batches,
+            rank,
+            loss_fn=make_criterion(config.task.label_smoothing),
+            vocabulary=vocabulary_record(vocab),
+        )
+        self.task = config.task
+        self.vocab = vocab
+        self.valid: dict[str, list[Example]] = valid
+        self.best: dict | None = None
+        best_file = self.run_dir / "best" / "best.json"
+        if best_file.is_file():
+            self.best = json.loads(best_file.read_text(encoding="utf-8"))
+
+    # ------------------------------------------------------------------ hooks
+    def setup(self) -> None:
+        super().setup()
+        log = self.run_dir / "valid.jsonl"
+        if self.resumed_from and self.rank.is_main and log.is_file():  # drop validations of a lost future
+            lines = log.read_text(encoding="utf-8").splitlines()
+            kept = [x for x in lines if json.loads(x)["step"] <= self.state.step]
+            write_text_atomic(log, "".join(x + "\n" for x in kept))
+
+    def train_step(self) -> bool:
+        stop = super().train_step()
+        step = self.state.step
+        every = self.task.validate_every
+        if self.valid and ((every and step % every == 0) or step == self.config.run.max_steps):
+            self.validate()
+        return stop
+
+    def save_checkpoint(self) -> None:
+        saved_before = self._last_saved_step
+        super().save_checkpoint()
+        if self._last_saved_step != saved_before and self.rank.is_main:
+            self._write_weights()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> dict:
+        """Validation loss (and generation metrics unless ranking by loss); exports ``best/`` on improvement."""
+        step = self.state.step
+        record: dict = {"step": step, "pairs": {}}
+        loss = nll = tokens = 0.0
+        for name, examples in sorted(self.valid.items()):
+            l_sum, n_sum, n_tok = validation_loss(
+                self.model,
+                examples,
+                self.task.eval_batch_size,
+                self.task.label_smoothing,
+                self.rank.rank,
+                self.rank.world_size,
+            )
+            l_sum, n_sum, n_tok = _all_reduce([l_sum, n_sum, float(n_tok)])
+            loss, nll, tokens = loss + l_sum, nll + n_sum, tokens + n_tok
+            pair = {"loss": l_sum / max(n_tok, 1), "nll": n_sum / max(n_tok, 1)}
+            if self.task.resolved_best_metric != "loss":
+                local = generate(
+                    self.model, examples, self.vocab, self.task, self.rank.rank, self.rank.world_size
+                )
+                hyps = gather_texts(local, len(examples))
+                result = score_all(
+                    hyps,
+                    [e.reference for e in examples],
+                    metrics=self.task.metrics,
+                    lang=examples[0].tgt_lang or "en",
+                    bleu_tokenize=self.task.bleu_tokenize,
+                )
+                pair.update(result.scores)
+            record["pairs"][name] = pair
+        record["loss"] = loss / max(tokens, 1)
+        record["nll"] = nll / max(tokens, 1)
+        metric = self.task.resolved_best_metric
+        if metric == "loss":
+            value = record["loss"]
+        else:
+            values = [p[metric] for p in record["pairs"].values() if metric in p]
+            value = sum(values) / len(values) if values else float("nan")
+        record[metric] = value
+        improved = math.isfinite(value) and (
+            self.best is None
+            or (value < self.best["value"] if metric == "loss" else value > self.best["value"])
+        )
+        record["best"] = bool(improved)
+        if self.rank.is_main:
+            with open(self.run_dir / "valid.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+            self._say(
+                f"validation step {step}: loss {record['loss']:.4f} {metric} {value:.3f}{' (best)' if improved else ''}"
+            )
+        if improved:
+            self.best = {"step": step, "metric": metric, "value": value}
+            if self.rank.is_main:
+                self._export(self.run_dir / "best", extra={"best.json": self.best})
+        return record
+
+    # ------------------------------------------------------------------ weights
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu").contiguous() for k, v in self.model.state_dict().items()}
+
+    def _write_weights(self) -> None:
+        path = self.run_dir / "weights" / f"step_{self.state.step:08d}.safetensors"
+        save_safetensors_atomic(self._state(), path, metadata={"format": "pt", "step": str(self.state.step)})
+        from finetune.averaging import weights_files
+
+        for old in weights_files(self.run_dir)[: -self.task.average_last]:
+            old.unlink(missing_ok=True)
+
+    def _export(
+        self, directory: Path, state: dict[str, torch.Tensor] | None = None, extra: dict | None = None
+    ) -> None:
+        from deltalm.adapters.pretrained import save_pretrained
+        from deltalm.model import DeltaLM
+
+        model = self.model
+        if state is not None:
+            model = DeltaLM(self.model.config)
+            model.load_state_dict(state)
+        save_pretrained(model, directory, self.vocab, extra_json=extra)
+
+    def finish(self) -> dict:
+        """Export ``final/`` and ``averaged/`` (rank 0); returns a summary."""
+        summary: dict = {"step": self.state.step, "best": self.best}
+        if not self.rank.is_main:
+            return summary
+        self._export(self.run_dir / "final")
+        summary["final"] = str(self.run_dir / "final")
+        from safetensors.torch import load_file
+
+        from finetune.averaging import weights_files
+
+        files = weights_files(self.run_dir)[-self.task.average_last :]
+        if files:
+            averaged = average_state_dicts([load_file(str(p)) for p in files], [str(p) for p in files])
+            self._export(
+                self.run_dir / "averaged",
+                state=averaged,
+                extra={"averaged_from.json": [p.name for p in files]},
+            )
+            summary["averaged"] = {"dir": str(self.run_dir / "averaged"), "from": [p.name for p in files]}
+        return summary
+
+
+def check_length_limits(task, model_config) -> None:
+    """Refuse source/target limits the model's position table cannot hold (one line, before training)."""
+    limit = model_config.max_source_length
+    source = task.max_source_length or DEFAULT_MAX_SOURCE[task.name]
+    for key, value in (("max_source_length", source), ("max_target_length", task.max_target_length)):
+        if value > limit:
+            raise ConfigError(
+                f"task.{key}={value} exceeds the model's position table ({limit} tokens); set task.{key}<={limit}"
+            )
+
+
+def run(config: FinetuneConfig) -> dict:
+    """Train per ``config`` in this process (one rank); returns the summary written to ``summary.json``."""
+    rank = discover()
+    vocab = task_vocabulary(config.task)
+    train, train_report = load_split(config.task, config.task.train, vocab, training=True)
+    valid, valid_report = ({}, None)
+    if config.task.valid:
+        valid, valid_report = load_split(
+            config.task, config.task.valid, vocab, training=False, limit=config.task.valid_max_examples
+        )
+    if rank.is_main:
+        print_report("train data", train_report)
+        if valid_report is not None:
+            print_report("valid data", valid_report)
+    check_init(config.init)
+    model = build_model(
+        config.model, config.init, seed=config.run.seed, given=config.model_fields_given, vocab=vocab
+    )
+    if rank.is_main:
+        print(describe(model, config.init), flush=True)
+    config.model = model.config  # the resolved architecture (tagged vocabulary) goes into config.yaml
+    check_length_limits(config.task, model.config)
+    init_process_group(rank, timeout_s=config.deepspeed.timeout_s, cpu_shm_comm=config.deepspeed.cpu_shm_comm)
+    if zero_stage_of(build_ds_config(config, rank.world_size)) == 3:
+        raise ConfigError(f"{config.deepspeed.config}: ZeRO-3 is not supported for fine-tuning; use ZeRO 0-2")
+    accumulation = config.batch.accumulation(rank.world_size)
+    rise = (config.task.temperature_rise_steps or config.run.max_steps) * accumulation
+    batches = FinetuneBatches(
+        config.task,
+        train,
+        vocab,
+        config.batch.micro_batch_size,
+        config.run.seed,
+        rank.rank,
+        rank.world_size,
+        rise,
+    )
+    trainer = FinetuneTrainer(config, model, batches, rank, vocab=vocab, valid=valid)
+    result = trainer.fit()
+    summary = {"stopped_by": result.stopped_by, "resumed_from": result.resumed_from, **trainer.finish()}
+    if rank.is_main:
+        reports = {"train": train_report.to_dict(), "valid": valid_report.to_dict() if valid_report else None}
+        if batches.mono_report is not None:
+            reports["zero_shot_mono"] = batches.mono_report.to_dict()
+        write_json_atomic(trainer.run_dir / "data_report.json", reports, sort_keys=False)
+        write_json_atomic(trainer.run_dir / "summary.json", summary, sort_keys=False)
+    return summary

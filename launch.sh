@@ -66,9 +66,9 @@ master_address() {
 }
 
 run_demo() {
-  # The end-to-end demo (deltalm/demo.py): data_prep -> pre-train -> export -> fine-tune -> BLEU report.
+  # The end-to-end demo (demo/pipeline.py): data_prep -> pre-train -> export -> fine-tune -> BLEU report.
   pick_accelerator
-  exec .venv/bin/python -m deltalm.demo "$@"
+  exec .venv/bin/python -m demo "$@"
 }
 
 run_reporting() {

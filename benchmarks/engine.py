@@ -54,7 +54,7 @@ def make_trainer(args, preset: str, stage: int, run_dir: Path, every: int = 0) -
     if preset == "tiny":
         overrides.append(f"model.vocab_size={args.vocab_size}")
     config = build_config(TrainingConfig, {}, None, overrides)
-    from deltalm.model import DeltaLM
+    from deltalm.model.model import DeltaLM
 
     torch.manual_seed(0)
     model = DeltaLM(config.model)

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/export.py [--d-model 512] [--layers 6] [--vocab 32000] [--world 2] [--stage 2]
 
-Trains a model of the given size for 2 steps through the engine (tests/export/train_runs.py, CPU ranks), then runs
+Trains a model of the given size for 2 steps through the engine (tests/deltalm/export/train_runs.py, CPU ranks), then runs
 each consolidation in a fresh process and reads its peak RSS from ``wait4``: (a) a process that only imports what
 the export imports (baseline), (b) ``python -m deltalm.export`` (safetensors, fp32), (c) DeepSpeed's
 ``get_fp32_state_dict_from_zero_checkpoint`` + ``safetensors.save_file``. Prints a markdown table.
@@ -43,7 +43,7 @@ def main() -> int:
     parser.add_argument("--world", type=int, default=2)
     parser.add_argument("--stage", type=int, default=2)
     args = parser.parse_args()
-    from tests.engine import ranks
+    from tests.deltalm.engine import ranks
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -52,7 +52,7 @@ def main() -> int:
             f"model.encoder_layers={args.layers}", f"model.decoder_blocks={args.layers // 2}",
             f"model.vocab_size={args.vocab}",
         ]  # fmt: skip
-        script = REPO / "tests" / "export" / "train_runs.py"
+        script = REPO / "tests" / "deltalm" / "export" / "train_runs.py"
         results = ranks.run(
             args.world, [str(tmp), f"{args.stage}:fp32", *overrides], timeout=1800, script=script
         )
@@ -68,7 +68,11 @@ def main() -> int:
         ckpt_mib = sum(p.stat().st_size for p in (run / "checkpoints").rglob("*.pt")) / 2**20
         py = sys.executable
         base = measure(
-            [py, "-c", "import deltalm.export, deltalm.export_checkpoint as c; c._deepspeed_safe_types()"]
+            [
+                py,
+                "-c",
+                "import deltalm.export.exporter, deltalm.checkpoints.engine_checkpoint as c; c._deepspeed_safe_types()",
+            ]
         )
         ours = measure([py, "-m", "deltalm.export", "--run-dir", str(run), "--out", str(tmp / "ours")])
         ds_code = (
@@ -83,7 +87,7 @@ def main() -> int:
     print("|---|---|---|---|---|")
     for name, (rss, sec) in (
         ("imports only (baseline)", base),
-        ("deltalm.export", ours),
+        ("deltalm.export.exporter", ours),
         ("zero_to_fp32 + save_file", theirs),
     ):
         print(f"| {name} | {rss:.0f} | {rss - base[0]:.0f} | {(rss - base[0]) / fp32_mib:.2f} | {sec:.1f} |")

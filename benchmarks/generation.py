@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from deltalm.generation import beam_search, greedy_search
-from deltalm.model import DeltaLM
-from deltalm.model_config import DeltaLMConfig
+from deltalm.model.config import DeltaLMConfig
+from deltalm.model.model import DeltaLM
 
 PAD, EOS = 1, 2
 

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from deltalm.engine.flops import training_flops_per_sample
-from deltalm.loss import LossOutput
-from deltalm.model_config import DeltaLMConfig
+from deltalm.model.config import DeltaLMConfig
+from deltalm.model.loss import LossOutput
 
 
 def mt5_forward_flops(

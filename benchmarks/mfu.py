@@ -355,7 +355,7 @@ def resolve(args) -> None:
     import torch
 
     from deltalm.config_tree import ConfigError
-    from deltalm.model_config import DeltaLMConfig
+    from deltalm.model.config import DeltaLMConfig
 
     for name in ("micro_batch", "accumulation", "steps", "max_micro_batch", "vocab_multiple"):
         if getattr(args, name) < 1:
@@ -420,7 +420,7 @@ def _benchmark(args, rank) -> tuple[Environment, list[Result]]:
     import transformers
 
     from deltalm.engine.flops import device_peak_tflops, training_flops_per_sample
-    from deltalm.model import DeltaLM
+    from deltalm.model.model import DeltaLM
 
     device = torch.device("cuda", rank.local_rank) if args.device == "cuda" else torch.device("cpu")
     if device.type == "cuda":

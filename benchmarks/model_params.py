@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from deltalm.model import DeltaLM  # noqa: E402
-from deltalm.model_config import DeltaLMConfig  # noqa: E402
+from deltalm.model.config import DeltaLMConfig  # noqa: E402
+from deltalm.model.model import DeltaLM  # noqa: E402
 
 PAPER = {"base": 360e6, "large": 830e6}
 

@@ -9,18 +9,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "DeltaLMConfig": "deltalm.model_config",
-    "DeltaLM": "deltalm.model",
-    "LossOutput": "deltalm.loss",
-    "chunked_cross_entropy": "deltalm.loss",
-    "DecodingState": "deltalm.decoding_state",
+    "DeltaLMConfig": "deltalm.model.config",
+    "DeltaLM": "deltalm.model.model",
+    "LossOutput": "deltalm.model.loss",
+    "chunked_cross_entropy": "deltalm.model.loss",
+    "DecodingState": "deltalm.model.decoding_state",
     "Vocabulary": "deltalm.vocabulary",
-    "from_xlmr": "deltalm.adapters.xlmr",
-    "export_encoder_as_xlmr": "deltalm.adapters.xlmr",
-    "load_official": "deltalm.adapters.official",
-    "save_official": "deltalm.adapters.official",
-    "save_pretrained": "deltalm.adapters.pretrained",
-    "from_pretrained": "deltalm.adapters.pretrained",
+    "from_xlmr": "deltalm.checkpoints.xlmr",
+    "export_encoder_as_xlmr": "deltalm.checkpoints.xlmr",
+    "load_official": "deltalm.checkpoints.official",
+    "save_official": "deltalm.checkpoints.official",
+    "save_pretrained": "deltalm.checkpoints.pretrained",
+    "from_pretrained": "deltalm.checkpoints.pretrained",
 }
 
 __all__ = [
@@ -39,13 +39,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from deltalm.adapters.official import load_official, save_official
-    from deltalm.adapters.pretrained import from_pretrained, save_pretrained
-    from deltalm.adapters.xlmr import export_encoder_as_xlmr, from_xlmr
-    from deltalm.decoding_state import DecodingState
-    from deltalm.loss import LossOutput, chunked_cross_entropy
-    from deltalm.model import DeltaLM
-    from deltalm.model_config import DeltaLMConfig
+    from deltalm.checkpoints.official import load_official, save_official
+    from deltalm.checkpoints.pretrained import from_pretrained, save_pretrained
+    from deltalm.checkpoints.xlmr import export_encoder_as_xlmr, from_xlmr
+    from deltalm.model.config import DeltaLMConfig
+    from deltalm.model.decoding_state import DecodingState
+    from deltalm.model.loss import LossOutput, chunked_cross_entropy
+    from deltalm.model.model import DeltaLM
     from deltalm.vocabulary import Vocabulary
 
 

@@ -1,7 +1,7 @@
 """Temperature sampling over corpus sizes, p_l ∝ n_l^(1/T): one definition for every stage.
 
 Used by the pre-training mixture (``pretrain/mixture.py``), ``data_prep stats`` and the fine-tuning
-language-pair sampler (``finetune/temperature.py``).
+language-pair sampler (``finetune/temperature_schedule.py``).
 """
 
 from __future__ import annotations

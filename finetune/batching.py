@@ -8,7 +8,7 @@ than ``W`` batches is left for the next epoch's reshuffle. The state is ``(epoch
 from :meth:`BucketedBatches.state_dict` continues with the very next batch.
 
 :class:`PairSampler` draws, for every step, which language pair the step's batch comes from with the dynamic
-temperature (finetune/temperature.py); the draw depends only on ``(seed, step)``, identical on all ranks.
+temperature (finetune/temperature_schedule.py); the draw depends only on ``(seed, step)``, identical on all ranks.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 
 from deltalm.vocabulary import EOS_ID, PAD_ID
 from finetune.tasks import Example
-from finetune.temperature import TemperatureSchedule
+from finetune.temperature_schedule import TemperatureSchedule
 
 
 def collate(

@@ -1,6 +1,6 @@
 """The fine-tuning criterion: label-smoothed cross-entropy (fairseq's ``label_smoothed_nll_loss``).
 
-The computation is the model's chunked loss (deltalm/loss.py), never the full ``[tokens, 250k]`` logits:
+The computation is the model's chunked loss (deltalm/model/loss.py), never the full ``[tokens, 250k]`` logits:
 with ε the smoothing and V the real vocabulary (padding rows excluded),
 ``loss = (1 − ε − ε/(V−1)) · nll + ε/(V−1) · Σ_v −log p_v`` summed over real target tokens; the engine divides
 by the global token count. ``task.label_smoothing`` (default 0.1) is the one knob.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from deltalm.loss import LossOutput
-from deltalm.model import DeltaLM
+from deltalm.model.loss import LossOutput
+from deltalm.model.model import DeltaLM
 
 
 def make_criterion(label_smoothing: float) -> Callable[[DeltaLM, dict], LossOutput]:

@@ -18,7 +18,7 @@ from finetune.batching import BucketedBatches, PairSampler, collate
 from finetune.config import DataFileConfig, TaskConfig
 from finetune.readers import DataError, SkipReport, read_records
 from finetune.tasks import TSV_COLUMNS, Example, TaskSpec, build_examples
-from finetune.temperature import TemperatureSchedule
+from finetune.temperature_schedule import TemperatureSchedule
 from finetune.zero_shot import ZeroShotMixer, mono_chunks
 
 

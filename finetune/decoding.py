@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from deltalm.generation.translation import translate
-from deltalm.model import DeltaLM
+from deltalm.model.model import DeltaLM
 from deltalm.vocabulary import Vocabulary
 from finetune.batching import collate, eval_batches
 from finetune.config import TaskConfig

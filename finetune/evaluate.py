@@ -51,10 +51,10 @@ def format_table(rows: list[dict], metrics: list[str]) -> str:
 
 
 def evaluate(model_dir: str, task: TaskConfig, output_dir: str, device: str = "cpu") -> dict:
-    from deltalm.adapters.pretrained import from_pretrained, pretrained_vocabulary
+    from deltalm.checkpoints.pretrained import from_pretrained, pretrained_vocabulary
     from finetune.data import load_split, print_report, task_vocabulary
     from finetune.decoding import generate
-    from finetune.metrics import score_all
+    from finetune.scoring import score_all
 
     vocab = pretrained_vocabulary(model_dir)
     if vocab is None:

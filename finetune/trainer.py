@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
+from deltalm.checkpoints.model_init import build_model, check_init, describe
 from deltalm.config_tree import ConfigError
 from deltalm.engine.distributed import discover, init_process_group
 from deltalm.engine.ds_config import build_ds_config, zero_stage_of
-from deltalm.engine.model_init import build_model, check_init, describe
 from deltalm.engine.trainer import Trainer
 from deltalm.file_io import save_safetensors_atomic, write_json_atomic, write_text_atomic
 from deltalm.vocabulary import Vocabulary
@@ -30,7 +30,7 @@ from finetune.config import FinetuneConfig
 from finetune.criterion import make_criterion
 from finetune.data import FinetuneBatches, load_split, print_report, task_vocabulary
 from finetune.decoding import gather_texts, generate, validation_loss
-from finetune.metrics import score_all
+from finetune.scoring import score_all
 from finetune.tasks import DEFAULT_MAX_SOURCE, Example
 
 
@@ -49,7 +49,7 @@ class FinetuneTrainer(Trainer):
     def __init__(
         self, config: FinetuneConfig, model, batches, rank, *, vocab: Vocabulary, valid: dict
     ) -> None:
-        from deltalm.adapters.pretrained import vocabulary_record
+        from deltalm.checkpoints.pretrained import vocabulary_record
 
         super().__init__(
             config,
@@ -163,8 +163,8 @@ class FinetuneTrainer(Trainer):
     def _export(
         self, directory: Path, state: dict[str, torch.Tensor] | None = None, extra: dict | None = None
     ) -> None:
-        from deltalm.adapters.pretrained import save_pretrained
-        from deltalm.model import DeltaLM
+        from deltalm.checkpoints.pretrained import save_pretrained
+        from deltalm.model.model import DeltaLM
 
         model = self.model
         if state is not None:

@@ -18,9 +18,9 @@ from deltalm.engine.cli import EXIT_BAD_CONFIG, engine_argument_parser, fail, pi
 
 pin_cpu_math()  # before torch loads
 
+from deltalm.checkpoints.model_init import build_model, check_init, describe  # noqa: E402
 from deltalm.config_tree import ConfigError  # noqa: E402
 from deltalm.engine.distributed import LaunchError, RankInfo, discover, init_process_group, shutdown  # noqa: E402
-from deltalm.engine.model_init import build_model, check_init, describe  # noqa: E402
 from deltalm.file_io import file_sha256  # noqa: E402
 from deltalm.shard_format import ShardError, load_manifest  # noqa: E402
 from deltalm.vocabulary import Vocabulary  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from deltalm.config_tree import ConfigError, apply_overrides, from_dict, load_yaml, merge, validate_tree
-from deltalm.model_config import DeltaLMConfig
+from deltalm.model.config import DeltaLMConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 

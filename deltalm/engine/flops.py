@@ -7,7 +7,7 @@ The paper's base shapes (512 source / 114 target tokens) give ~500 GFLOP per sam
 
 from __future__ import annotations
 
-from deltalm.model_config import DeltaLMConfig
+from deltalm.model.config import DeltaLMConfig
 
 # Dense peak TFLOP/s per device at the training precision (vendor data sheets, SXM parts, no sparsity).
 PEAK_TFLOPS: dict[str, dict[str, float]] = {

@@ -29,7 +29,7 @@ from deltalm.engine.config import TrainingConfig
 from deltalm.engine.distributed import RankInfo, collective_device
 from deltalm.engine.ds_config import build_ds_config, precision_of, uses_basic_optimizer, zero_stage_of
 from deltalm.engine.flops import device_peak_tflops, mfu, training_flops_per_sample
-from deltalm.engine.metrics import MetricsLogger
+from deltalm.engine.metrics_log import MetricsLogger
 from deltalm.engine.optimizer import build_optimizer
 from deltalm.engine.preemption import PreemptionFlag
 from deltalm.engine.schedule import LRSchedule

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deltalm.demo import BUDGETS, STAGES
+from demo.pipeline import BUDGETS, STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def run_demo(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "deltalm.demo", "--budget", "smoke", "--run-dir", str(run_dir), *extra],
+        [sys.executable, "-m", "demo", "--budget", "smoke", "--run-dir", str(run_dir), *extra],
         cwd=REPO,
         capture_output=True,
         text=True,

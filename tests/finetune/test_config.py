@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from deltalm.config_tree import ConfigError
-from deltalm.model_config import DeltaLMConfig
+from deltalm.model.config import DeltaLMConfig
 from finetune.trainer import check_length_limits
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from deltalm.model import DeltaLM
-from deltalm.model_config import DeltaLMConfig
+from deltalm.model.config import DeltaLMConfig
+from deltalm.model.model import DeltaLM
 from deltalm.vocabulary import EOS_ID
 from finetune.batching import collate
 from finetune.config import DataFileConfig, MonoFileConfig, TaskConfig

@@ -157,8 +157,8 @@ def test_generation_tasks(tmp_path, spm_model, task_name):
     assert {"bleu", "rouge1", "rouge2", "rougeL"} <= set(scores)
     if task_name == "summarization":  # init from the committed checkpoint of a run directory
         cfg = load_finetune_config(config, ["init.kind=pretrained", f"init.path={run}", "checkpoint.every=0"])
-        from deltalm.adapters.pretrained import from_pretrained
-        from deltalm.engine.model_init import build_model
+        from deltalm.checkpoints.model_init import build_model
+        from deltalm.checkpoints.pretrained import from_pretrained
         from finetune.data import task_vocabulary
 
         started = build_model(

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from finetune.averaging import AveragingError, average_checkpoints
 from finetune.averaging import main as average_main
-from finetune.metrics import CharacterTokenizer, bleu, rouge, score_all, wordnet_missing
+from finetune.scoring import CharacterTokenizer, bleu, rouge, score_all, wordnet_missing
 
 HYPS = ["The cat sat on the mat.", "Open the file now", "Datei speichern unter"]
 REFS = ["The cat is sitting on the mat.", "Open the file.", "Datei speichern unter …"]

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deltalm.adapters.official import save_official
-from deltalm.adapters.pretrained import save_pretrained
+from deltalm.checkpoints.model_init import build_model
+from deltalm.checkpoints.official import save_official
+from deltalm.checkpoints.pretrained import save_pretrained
 from deltalm.config_tree import ConfigError
-from deltalm.embedding_growth import grow_vocabulary
 from deltalm.engine.config import InitConfig
-from deltalm.engine.model_init import build_model
-from deltalm.model import DeltaLM
-from deltalm.model_config import DeltaLMConfig
+from deltalm.model.config import DeltaLMConfig
+from deltalm.model.embedding_growth import grow_vocabulary
+from deltalm.model.model import DeltaLM
 
 
 def _tiny(vocab_size: int) -> DeltaLMConfig:

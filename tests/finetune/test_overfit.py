@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from deltalm.generation.search import beam_search
-from deltalm.model import DeltaLM
-from deltalm.model_config import DeltaLMConfig
+from deltalm.model.config import DeltaLMConfig
+from deltalm.model.model import DeltaLM
 from finetune.batching import collate
 from finetune.readers import Record, SkipReport
 from finetune.tasks import TaskSpec, build_examples

@@ -8,7 +8,7 @@ import pytest
 
 from finetune.config import load_finetune_config
 from finetune.trainer import run as train_run
-from tests.engine import ranks
+from tests.deltalm.engine import ranks
 from tests.finetune.conftest import read_pairs
 from tests.finetune.test_end_to_end import REPO, _config, _write_jsonl
 

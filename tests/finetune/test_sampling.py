@@ -9,7 +9,7 @@ from deltalm.vocabulary import EOS_ID, PAD_ID
 from finetune.batching import BucketedBatches, PairSampler, collate, eval_batches
 from finetune.readers import SkipReport
 from finetune.tasks import Example
-from finetune.temperature import TemperatureSchedule, temperature_probabilities
+from finetune.temperature_schedule import TemperatureSchedule, temperature_probabilities
 from finetune.zero_shot import ZeroShotMixer, corrupt, is_pretrain_step, mono_chunks
 
 

@@ -1,0 +1,121 @@
+"""DeltaLMConfig: every dimension of the model, with presets in code (docs/design.md#model)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from deltalm.config_tree import ConfigError, from_dict, to_dict
+from deltalm.vocabulary import EOS_ID, PAD_ID, XLMR_SPM_SIZE, Vocabulary
+
+XLMR_VOCAB = Vocabulary(XLMR_SPM_SIZE).pretrain_size  # 250,104 rows in the released checkpoints
+
+
+@dataclass
+class DeltaLMConfig:
+    """Architecture of the interleaved encoder-decoder.
+
+    ``vocab_size`` is the logical vocabulary (rows that mean something); the embedding has
+    ``padded_vocab_size`` rows (``vocab_size`` rounded up to ``pad_vocab_to_multiple``); the extra rows are
+    never predicted (their logits are masked to -inf in the loss and in generation).
+    """
+
+    vocab_size: int = XLMR_VOCAB
+    pad_vocab_to_multiple: int = 8
+    d_model: int = 768
+    heads: int = 12
+    ffn: int = 3072
+    encoder_layers: int = 12
+    decoder_blocks: int = 6
+    max_positions: int = 514  # rows of the learned position table (XLM-R: 512 + pad offset 2)
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    activation: Literal["gelu", "relu"] = "gelu"
+    layer_norm_eps: float = 1e-5
+    embedding_layer_norm: bool = True  # base has one; large has none
+    pad_id: int = PAD_ID
+    eos_id: int = EOS_ID
+    activation_checkpointing: bool = False
+    attention_backend: Literal["sdpa", "math"] = "sdpa"
+    fused_qkv: bool = True
+    loss_chunk_size: int = 1024  # tokens per chunk of the chunked cross-entropy (peak: chunk x vocab floats)
+    loss_fused: bool = False  # torch.compile the chunked loss's elementwise passes (GPU fast path)
+    cpu_packed_linear: bool = (
+        True  # CPU inference on oneDNN-prepacked weights (deltalm/model/modules/linear.py)
+    )
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def preset(cls, name: str, **overrides) -> DeltaLMConfig:
+        presets = {
+            # tiny: tests, the CPU demo, CI; the vocabulary is the demo SentencePiece model's (override it).
+            "tiny": dict(vocab_size=8104, d_model=128, heads=4, ffn=512, encoder_layers=4, decoder_blocks=2),
+            "base": dict(d_model=768, heads=12, ffn=3072, encoder_layers=12, decoder_blocks=6),
+            "large": dict(
+                d_model=1024,
+                heads=16,
+                ffn=4096,
+                encoder_layers=24,
+                decoder_blocks=12,
+                embedding_layer_norm=False,
+            ),
+        }
+        if name not in presets:
+            raise ConfigError(f"unknown model preset {name!r} (known: {', '.join(presets)})")
+        data = {**presets[name], **overrides}
+        config = from_dict(cls, data, prefix="model")
+        config.validate()
+        return config
+
+    @property
+    def padded_vocab_size(self) -> int:
+        m = self.pad_vocab_to_multiple
+        return ((self.vocab_size + m - 1) // m) * m
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.heads
+
+    def validate(self) -> None:
+        if self.d_model % self.heads:
+            raise ConfigError(
+                f"model.d_model ({self.d_model}) must be divisible by model.heads ({self.heads})"
+            )
+        for name in (
+            "vocab_size",
+            "d_model",
+            "heads",
+            "ffn",
+            "encoder_layers",
+            "decoder_blocks",
+            "pad_vocab_to_multiple",
+            "loss_chunk_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_positions < 3:
+            raise ConfigError("model.max_positions must be >= 3 (two rows are taken by the pad offset)")
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def max_source_length(self) -> int:
+        """Longest sequence the position table covers (positions start at pad_id + 1)."""
+        return self.max_positions - self.pad_id - 1
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DeltaLMConfig:
+        config = from_dict(cls, data, prefix="model")
+        config.validate()
+        return config
+
+    def replace(self, **changes) -> DeltaLMConfig:
+        config = dataclasses.replace(self, **changes)
+        config.validate()
+        return config

@@ -1,8 +1,0 @@
-"""Plain single-device layers of DeltaLM: attention, feed-forward, layer norm, embeddings."""
-
-from deltalm.modules.attention import MultiheadAttention
-from deltalm.modules.embedding import Embeddings, make_positions
-from deltalm.modules.feed_forward import FeedForward
-from deltalm.modules.layer_norm import LayerNorm, apex_available
-
-__all__ = ["Embeddings", "FeedForward", "LayerNorm", "MultiheadAttention", "apex_available", "make_positions"]

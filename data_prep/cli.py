@@ -13,6 +13,7 @@ from pathlib import Path
 
 from deltalm.shard_format import mono_schema, parallel_schema, stream_name
 
+from .bad_input import describe_counts
 from .errors import DataPrepError, describe_os_error
 from .readers import base_suffix, check_input
 
@@ -68,6 +69,11 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
         "--max-line-bytes", type=_size, default=1 << 20, help="longer lines are bad input (default 1M)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress log lines")
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="accept an input that gives no rows (default: that is an error and the input is not marked done)",
+    )
     p.add_argument(
         "--block-size",
         type=_size,
@@ -170,6 +176,7 @@ def _build_options(args: argparse.Namespace):
         block_bytes=args.block_size,
         progress=not args.no_progress,
         direct_io=not args.buffered_io,
+        allow_empty=args.allow_empty,
     )
 
 
@@ -189,6 +196,7 @@ def _report(summary, stream: str) -> None:
         f"{stream}: {summary.inputs_done} input(s) processed, {summary.inputs_skipped} already done; "
         f"{summary.shards} new shard(s), {summary.rows:,} rows, {summary.tokens:,} tokens, {summary.bad:,} bad records skipped"
     )
+    print(f"{stream}: skipped: {describe_counts(summary.skipped) or 'none'}", file=sys.stderr)
 
 
 def run_mono(args: argparse.Namespace, argv: list[str]) -> int:

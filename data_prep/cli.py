@@ -9,7 +9,6 @@ import argparse
 import os
 import shlex
 import sys
-from pathlib import Path
 
 from deltalm.shard_format import mono_schema, parallel_schema, stream_name
 
@@ -100,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--character-coverage", type=float, default=0.9995)
     p.add_argument(
         "--num-threads", type=_positive, default=2, help="trainer threads (the result depends on it)"
+    )
+    p.add_argument(
+        "--max-line-bytes",
+        type=_size,
+        default=1 << 20,
+        help="longer lines are skipped and counted (default 1M, as in mono/parallel)",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT")
 
@@ -266,15 +271,22 @@ def run_parallel(args: argparse.Namespace, argv: list[str]) -> int:
 def run_train_spm(args: argparse.Namespace) -> int:
     from .spm_trainer import train_spm
 
-    path = train_spm(
+    summary = train_spm(
         args.inputs,
         args.output,
         args.vocab_size,
         args.input_sentence_size,
         args.num_threads,
         args.character_coverage,
+        max_line_bytes=args.max_line_bytes,
     )
-    print(f"wrote {path} and {Path(str(path)[: -len('.model')] + '.vocab')}")
+    model = str(summary.model)
+    print(f"wrote {model} and {model[: -len('.model')]}.vocab")
+    print(
+        f"train-spm: {summary.sentences:,} sentences; skipped: {describe_counts(summary.skipped) or 'none'}"
+    )
+    shares = ", ".join(f"{label} {share:.1%}" for label, (share, _) in summary.byte_share.items())
+    print(f"train-spm: byte-fallback pieces per input: {shares}")
     return 0
 
 

@@ -43,9 +43,8 @@ def test_missing_input_is_one_line(tmp_path):
 def zh_paragraphs(path, size=4400):
     """CC100-style Chinese: paragraphs of about 4.4 KB (over SentencePiece's 4,192-byte default), a blank line
     between documents."""
-    lines = [
-        x for x in gzip.open(SAMPLE / "mono" / "zh.txt.gz", "rt", encoding="utf-8").read().split("\n") if x
-    ]
+    text = gzip.decompress((SAMPLE / "mono" / "zh.txt.gz").read_bytes()).decode()
+    lines = [x for x in text.split("\n") if x]
     paragraphs, current = [], ""
     for line in lines:
         current += line

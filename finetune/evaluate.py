@@ -9,8 +9,10 @@ Examples::
 The model is a ``save_pretrained`` directory (a run's ``best/``, ``final/`` or ``averaged/``); its saved
 vocabulary (language tags included) is used. The task section comes from ``--config`` (only ``task`` is
 read) and ``--set task.key=value`` overrides; ``--data`` replaces the config's ``task.test`` files. Per
-language pair it writes ``hypotheses.<pair>.txt`` (one line per input, input order), then ``results.json``
-(scores, sacreBLEU signature, notes such as a missing METEOR) and ``results.md`` (the printed table).
+language pair it writes ``hypotheses.<pair>.txt`` (one line per test record, input order: a record whose reference
+is empty is translated but left out of scoring, one whose source is empty gets an empty line; both are counted
+in ``unscored``), then ``results.json`` (scores over the ``n`` scored lines, sacreBLEU signature, notes such as a
+missing METEOR) and ``results.md`` (the printed table).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 from deltalm.adapters.checkpoint_io import CheckpointError
 from deltalm.config_tree import ConfigError, apply_overrides, from_dict, load_yaml, validate_tree
+from deltalm.text_lines import join_lines
 from finetune.config import DataFileConfig, TaskConfig
 from finetune.data import load_split, print_report, task_vocabulary
 from finetune.decoding import generate
@@ -56,6 +59,21 @@ def format_table(rows: list[dict], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
+def pair_hypotheses(model, examples: list, vocab, task: TaskConfig) -> tuple[list[str], dict[str, int]]:
+    """One hypothesis per example, in order (an empty-source line gets an empty one), and the count of unscored
+    examples by reason (``empty_reference``, ``empty_source``)."""
+    todo = [i for i, e in enumerate(examples) if e.unscored != "empty_source"]
+    local = generate(model, [examples[i] for i in todo], vocab, task) if todo else {}
+    hyps = [""] * len(examples)
+    for k, i in enumerate(todo):
+        hyps[i] = local[k]
+    unscored: dict[str, int] = {}
+    for e in examples:
+        if e.unscored:
+            unscored[e.unscored] = unscored.get(e.unscored, 0) + 1
+    return hyps, unscored
+
+
 def evaluate(model_dir: str, task: TaskConfig, output_dir: str, device: str = "cpu") -> dict:
     from deltalm.adapters.pretrained import from_pretrained, pretrained_vocabulary
 
@@ -75,21 +93,25 @@ def evaluate(model_dir: str, task: TaskConfig, output_dir: str, device: str = "c
             f"{model_dir}: model vocabulary {model.config.vocab_size} != saved vocabulary {vocab.size}"
         )
     model.eval()
-    data, report = load_split(task, task.test, vocab, training=False)
+    data, report = load_split(task, task.test, vocab, training=False, keep_unscored=True)
     print_report("test data", report)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for pair, examples in sorted(data.items()):
         started = time.perf_counter()
-        local = generate(model, examples, vocab, task)
-        hyps = [local[i] for i in range(len(examples))]
-        (out / f"hypotheses.{pair}.txt").write_text(
-            "".join(h.replace("\n", " ") + "\n" for h in hyps), encoding="utf-8"
-        )
+        hyps, unscored = pair_hypotheses(model, examples, vocab, task)
+        (out / f"hypotheses.{pair}.txt").write_text(join_lines(hyps), encoding="utf-8")
+        scored = [i for i, e in enumerate(examples) if not e.unscored]
+        if not scored:
+            raise DataError(f"{pair}: every test line has an empty source or reference; nothing to score")
+        for reason, n in unscored.items():
+            print(
+                f"[evaluate] {pair}: {n} line(s) with {reason.replace('_', ' ')}: hypothesis written, not scored"
+            )
         result = score_all(
-            hyps,
-            [e.reference for e in examples],
+            [hyps[i] for i in scored],
+            [examples[i].reference for i in scored],
             metrics=task.metrics,
             lang=examples[0].tgt_lang or "en",
             bleu_tokenize=task.bleu_tokenize,
@@ -97,7 +119,9 @@ def evaluate(model_dir: str, task: TaskConfig, output_dir: str, device: str = "c
         rows.append(
             {
                 "pair": pair,
-                "n": len(examples),
+                "n": len(scored),
+                "lines": len(examples),
+                "unscored": unscored,
                 **result.to_dict(),
                 "hypotheses": f"hypotheses.{pair}.txt",
                 "seconds": round(time.perf_counter() - started, 2),

@@ -97,17 +97,21 @@ def iter_byte_lines(handle: BinaryIO) -> Iterator[bytes]:
         yield line
 
 
-def decode_text(data: bytes, source: str) -> str:
-    """UTF-8 ``data`` as text without a leading BOM; ``ValueError`` naming ``source`` and the byte offset."""
+def _decode(data: bytes, source: str) -> str:
     try:
-        return strip_bom(data.decode("utf-8"))
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{source}: not UTF-8 (byte {exc.start})") from None
 
 
+def decode_text(data: bytes, source: str) -> str:
+    """UTF-8 ``data`` as text without a leading BOM; ``ValueError`` naming ``source`` and the byte offset."""
+    return strip_bom(_decode(data, source))
+
+
 def read_text_lines(handle: BinaryIO, source: str) -> list[str]:
     """All lines of a UTF-8 binary stream (a file or ``sys.stdin.buffer``); ``ValueError`` if not UTF-8."""
-    return split_lines(decode_text(handle.read(), source))
+    return split_lines(_decode(handle.read(), source))
 
 
 def blank_line_groups(lines: Iterable[str]) -> Iterator[list[str]]:

@@ -83,3 +83,12 @@ def test_bom_crlf_and_bad_lines_in_training_text(tmp_path):
     assert "train-spm: 51 sentences; skipped: 1 invalid_utf8, 1 nul_byte" in out
     proc = spm.SentencePieceProcessor(model_file=str(tmp_path / "m.model"))
     assert all("\ufeff" not in proc.IdToPiece(i) and "\r" not in proc.IdToPiece(i) for i in range(268))
+
+
+def test_decode_shows_unk_the_way_sentencepiece_does(spm_model):
+    vocab = Vocabulary.from_spm(spm_model)
+    proc = spm.SentencePieceProcessor(model_file=str(spm_model))
+    ids = [*vocab.encode("open"), UNK_ID, *vocab.encode("file"), EOS_ID]
+    pieces = [*proc.Encode("open"), proc.unk_id(), *proc.Encode("file")]
+    assert vocab.decode(ids) == proc.Decode(pieces) == "open ⁇  file"  # SentencePiece's " ⁇ " + "▁file"
+    assert vocab.decode([0, 1, UNK_ID, 2, vocab.mask]) == " ⁇ "

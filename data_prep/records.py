@@ -113,9 +113,9 @@ def _parse_mono_fast(
     data: bytes, first_line: int, max_line_bytes: int, max_doc_bytes: int
 ) -> MonoRecords | None:
     """CC100 parsing of a clean block with C and numpy operations only: valid UTF-8, no NUL byte, no ``\\r`` but
-    in CRLF line ends, exactly one blank line between documents, no whitespace-only line, no over-long line or
-    document. ``None`` otherwise (the exact line loop below then decides; both give the same records on clean
-    blocks). CRLF line ends become LF first: the same lines, the same line numbers."""
+    in CRLF line ends, exactly one blank line between documents, no over-long line or document. ``None``
+    otherwise (the exact line loop below then decides; both give the same records on clean blocks). CRLF line
+    ends become LF and whitespace-only lines become empty first: the same lines, the same line numbers."""
     if b"\r" in data:
         if data.count(b"\r") != data.count(b"\r\n"):
             return None
@@ -140,9 +140,21 @@ def _parse_mono_fast(
     # A blank line (two adjacent newlines) separates documents; lines never start at len(body) (no trailing "\n").
     lead = raw[line_starts].astype(np.int64)
     second = raw[np.minimum(line_starts + 1, len(body) - 1)]
-    for i in np.flatnonzero(_SPACE_BYTE[lead] | _SPACE_PAIR[(lead << 8) | second]).tolist():
-        if body[line_starts[i] : line_ends[i]].decode("utf-8").isspace():
-            return None
+    spaces = [
+        i
+        for i in np.flatnonzero(_SPACE_BYTE[lead] | _SPACE_PAIR[(lead << 8) | second]).tolist()
+        if body[line_starts[i] : line_ends[i]].decode("utf-8").isspace()
+    ]
+    if spaces and spaces[-1] == len(line_starts) - 1 and len(body) == len(data):
+        return None  # an unterminated whitespace-only last line: the exact path decides
+    if spaces:  # whitespace-only lines are blank lines: empty them (same lines, same numbers) and parse again
+        keep, pos = [], 0
+        for i in spaces:
+            keep.append(body[pos : line_starts[i]])
+            pos = int(line_ends[i])
+        return _parse_mono_fast(
+            b"".join(keep) + body[pos:] + data[len(body) :], first_line, max_line_bytes, max_doc_bytes
+        )
     separators = newlines[:-1][step == 1]
     doc_starts = np.concatenate(([0], separators + 2))
     doc_ends = np.concatenate((separators, [len(body)]))

@@ -133,3 +133,17 @@ def test_parallel_readers_bom_and_crlf(spm_model, tmp_path, bom, newline):
         stream = load_manifest(out)["streams"]["en-de"]
         assert stream["rows"] == 3 and stream["skipped"] == {}, (name, stream["skipped"])
         assert tokens(out, "parallel", "en-de") == tokens(expected, "parallel", "en-de"), name
+
+
+def test_parallel_input_without_rows_is_an_error_unless_allowed(spm_model, tmp_path):
+    empty = tmp_path / "e.jsonl"
+    empty.write_bytes(b"\xef\xbb\xbf\r\n \r\n")
+    good = tmp_path / "g.tsv"
+    good.write_text("Quit\tBeenden\n")
+    rc, err, out = parallel(tmp_path, spm_model, good, empty)
+    assert rc == 2 and f"error: {empty}: no rows (2 empty_line)" in err, err
+    inputs = load_manifest(out)["streams"]["en-de"]["inputs"]
+    assert [(i["done"], i["rows"]) for i in inputs] == [(True, 1), (False, 0)]
+    rc, err, out = parallel(tmp_path, spm_model, "--allow-empty", good, empty)
+    assert rc == 0, err
+    assert "en-de: skipped: 2 empty_line" in err and "already done" in err

@@ -161,6 +161,13 @@ class _Boundary:
                 return end
             end, pos = m.end(), m.end() - 1  # the closing newline may open the next boundary
 
+    def resume(self, buf: bytes | bytearray) -> int:
+        """Where to search again once more bytes arrive, after :meth:`find` found none in ``buf``."""
+        if self.lines:
+            return len(buf)
+        i = buf.rfind(b"\n")  # only a boundary starting at the last newline can still be completed
+        return i if i >= 0 else len(buf)
+
     def tail(self, buf: bytes | bytearray) -> int:
         """Where a boundary cut by the end of ``buf`` could start (``len(buf)`` when none can)."""
         i = buf.rfind(b"\n")
@@ -197,6 +204,7 @@ def iter_blocks(
         buf = bytearray()
         offset, line = start_offset, start_line
         search_from = max(block_bytes - len(boundary), 0)
+        scan = search_from  # buf before it holds no boundary at or after search_from (no rescans of a long record)
         eof = False
         while True:
             if len(buf) < block_bytes and not eof:
@@ -205,7 +213,7 @@ def iter_blocks(
                 eof = not chunk
                 continue
             full = len(buf) >= block_bytes
-            cut, cut_end = cutter.find(buf, search_from) if full else (-1, -1)
+            cut, cut_end = cutter.find(buf, scan) if full else (-1, -1)
             stop = cut if cut >= 0 else len(buf)
             start = 0
             if full and stop > max_record_bytes:
@@ -223,10 +231,13 @@ def iter_blocks(
                 dropped, newlines, buf = _drop_record(reader, buf, cutter)
                 offset, line = offset + dropped, line + newlines
                 eof = eof and not buf
+                scan = search_from
                 continue
             if cut >= 0:
                 end = cut_end
             elif not eof:
+                if full:
+                    scan = max(search_from, cutter.resume(buf))
                 chunk = reader.read()
                 buf += chunk
                 eof = not chunk
@@ -248,6 +259,7 @@ def iter_blocks(
             yield block
             offset, line = offset + end, line + block.lines
             del buf[:end]
+            scan = search_from
         if reader.broken:
             skips.append(("broken_compression", str(path), line))
     finally:

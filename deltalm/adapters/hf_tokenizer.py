@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from deltalm.adapters.checkpoint_io import CheckpointError
 from deltalm.vocabulary import Vocabulary
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -36,9 +37,17 @@ TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 
 def build_tokenizer(vocab: Vocabulary):
     """A ``tokenizers.Tokenizer`` giving ``[<s>] + vocab.encode(text) + [</s>]`` for ``text``."""
-    from sentencepiece import sentencepiece_model_pb2
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
-    from tokenizers.models import Unigram
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+        from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+        from tokenizers.models import Unigram
+    except (
+        ImportError
+    ) as exc:  # tokenizers comes with transformers, protobuf with tensorboard (requirements.txt)
+        raise CheckpointError(
+            f"writing tokenizer.json needs the {exc.name or 'tokenizers/protobuf'} package "
+            "(pip install -r requirements.txt)"
+        ) from None
 
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(Path(vocab.spm_path).read_bytes())

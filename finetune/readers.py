@@ -187,6 +187,18 @@ def _numbered(path: Path, report: SkipReport) -> Iterator[tuple[int, str | None]
         handle.close()
 
 
+def line_count(path: str | Path) -> int:
+    """Number of lines of a (possibly gzipped) text file, per :mod:`deltalm.text_lines`."""
+    path = Path(path)
+    handle = _open_binary(path)
+    try:
+        return sum(1 for _ in iter_byte_lines(handle))
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot be read ({str(exc).splitlines()[0]})") from None
+    finally:
+        handle.close()
+
+
 def detect_format(path: str | Path) -> str:
     """``jsonl``, ``tsv`` or ``aligned`` from the file name (``.gz`` ignored)."""
     p = Path(path)

@@ -82,8 +82,9 @@ def test_evaluate_writes_one_hypothesis_per_test_line(tmp_path, spm_model, capsy
         "Leer",
         "Drucken",
     ]  # line 2: empty reference, 4: empty source
-    (tmp_path / "t.src").write_text("\n".join(sources) + "\n", encoding="utf-8")
-    (tmp_path / "t.tgt").write_text("\n".join(targets) + "\n", encoding="utf-8")
+    # line 6: undecodable source (the reader skips it; its hypothesis line stays, empty)
+    (tmp_path / "t.src").write_bytes(("\n".join(sources) + "\n").encode() + b"caf\xe9\n")
+    (tmp_path / "t.tgt").write_text("\n".join(targets) + "\nCafe\n", encoding="utf-8")
     task = TaskConfig(
         name="translation",
         test=[DataFileConfig(path=str(tmp_path / "t"), src_lang="en", tgt_lang="de")],
@@ -93,8 +94,9 @@ def test_evaluate_writes_one_hypothesis_per_test_line(tmp_path, spm_model, capsy
     )
     results = evaluate(str(model), task, str(tmp_path / "eval"))
     hyps = split_lines((tmp_path / "eval" / "hypotheses.en-de.txt").read_text(encoding="utf-8"))
-    assert len(hyps) == len(sources) and hyps[3] == ""
+    assert len(hyps) == 6 and hyps[3] == "" and hyps[5] == ""
     row = results["results"][0]
-    assert row["n"] == 3 and row["lines"] == 5
-    assert row["unscored"] == {"empty_reference": 1, "empty_source": 1}
-    assert "1 line(s) with empty reference" in capsys.readouterr().out
+    assert row["n"] == 3 and row["lines"] == 6
+    assert row["unscored"] == {"empty_reference": 1, "empty_source": 1, "unreadable": 1}
+    printed = capsys.readouterr().out
+    assert "1 line(s) with an empty reference: hypothesis written, not scored" in printed

@@ -2,7 +2,8 @@
 
 Hypotheses come from :func:`deltalm.generation.translation.translate` with the task's settings
 (:meth:`finetune.config.TaskConfig.generation_options`); data-parallel ranks each take a share of the batches
-(:func:`finetune.batching.eval_batches`) and :func:`gather_texts` reassembles the order.
+(:func:`finetune.batching.eval_batches`) and :func:`gather_texts` reassembles the order. Detokenization drops specials, sentinels and tags; ``<unk>`` shows
+as SentencePiece shows it, `` ⁇ ``.
 """
 
 from __future__ import annotations

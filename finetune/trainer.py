@@ -24,6 +24,7 @@ from deltalm.engine.distributed import discover, init_process_group
 from deltalm.engine.ds_config import build_ds_config, zero_stage_of
 from deltalm.engine.trainer import Trainer
 from deltalm.file_io import save_safetensors_atomic, write_json_atomic, write_text_atomic
+from deltalm.text_lines import split_lines
 from deltalm.vocabulary import Vocabulary
 from finetune.averaging import average_state_dicts
 from finetune.config import FinetuneConfig
@@ -72,7 +73,7 @@ class FinetuneTrainer(Trainer):
         super().setup()
         log = self.run_dir / "valid.jsonl"
         if self.resumed_from and self.rank.is_main and log.is_file():  # drop validations of a lost future
-            lines = log.read_text(encoding="utf-8").splitlines()
+            lines = split_lines(log.read_text(encoding="utf-8"))
             kept = [x for x in lines if json.loads(x)["step"] <= self.state.step]
             write_text_atomic(log, "".join(x + "\n" for x in kept))
 

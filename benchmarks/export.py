@@ -87,7 +87,7 @@ def main() -> int:
     print("|---|---|---|---|---|")
     for name, (rss, sec) in (
         ("imports only (baseline)", base),
-        ("deltalm.export.exporter", ours),
+        ("python -m deltalm.export", ours),
         ("zero_to_fp32 + save_file", theirs),
     ):
         print(f"| {name} | {rss:.0f} | {rss - base[0]:.0f} | {(rss - base[0]) / fp32_mib:.2f} | {sec:.1f} |")

@@ -307,7 +307,7 @@ class Demo:
         cmd = [
             self.python,
             "-m",
-            "deltalm.export.exporter",
+            "deltalm.export",
             "--run-dir",
             str(self.stage_dir("pretrain")),
             "--out",

@@ -43,9 +43,9 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 @torch.no_grad()
 def verify_export(ckpt: EngineCheckpoint, out: Path, format: str, dtype: str = "fp32") -> dict:
     """Returns ``{"ok": bool, "summary": str, ...}``; never raises on a mismatch (the caller decides)."""
-    from deltalm.export.exporter import DTYPES, consolidated_model
+    from deltalm.export.exporter import TORCH_DTYPES, consolidated_model
 
-    export_dtype = DTYPES[dtype]
+    export_dtype = TORCH_DTYPES[dtype]
     reference = consolidated_model(ckpt, export_dtype).float()
     src, tgt = probe_batch(ckpt.model_config.vocab_size)
     if format == "xlmr-encoder":

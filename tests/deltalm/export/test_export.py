@@ -46,8 +46,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def main_in_process(capsys, *args: str) -> tuple[int, str]:
-    """``deltalm.export.exporter.main`` in this process (the CLI's code path without a new interpreter): (rc, stderr)."""
-    from deltalm.export.exporter import main
+    """``deltalm.export.command_line.main`` in this process (the CLI's code path without a new interpreter): (rc, stderr)."""
+    from deltalm.export.command_line import main
 
     rc = main(list(args))
     return rc, capsys.readouterr().err

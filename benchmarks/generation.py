@@ -52,7 +52,7 @@ class Setting:
     encoder_layers: int
     decoder_blocks: int
     batch: int
-    beam: int = 5
+    beam_size: int = 5
     new_tokens: int = 24
     src_min: int = 8
     src_max: int = 32
@@ -94,7 +94,7 @@ QUICK = Setting(
     encoder_layers=2,
     decoder_blocks=1,
     batch=3,
-    beam=3,
+    beam_size=3,
     new_tokens=5,
     src_min=3,
     src_max=9,
@@ -354,12 +354,12 @@ def run(s: Setting) -> dict:
     ]
     report["greedy_identical"] = sum(a == b for a, b in zip(hf_greedy, our_greedy, strict=True))
     report["greedy_sentences"] = len(src)
-    hf_beam = hf_generate(bart_same_depth, src, beams=s.beam, max_new=s.new_tokens, min_new=1)
-    our_beam = ours_generate(twin, src, beams=s.beam, max_new=s.new_tokens, min_new=1)
+    hf_beam = hf_generate(bart_same_depth, src, beams=s.beam_size, max_new=s.new_tokens, min_new=1)
+    our_beam = ours_generate(twin, src, beams=s.beam_size, max_new=s.new_tokens, min_new=1)
     report["beam_best_identical"] = sum(a == b for a, b in zip(hf_beam, our_beam, strict=True))
     del twin, bart_same_depth
 
-    # 3. throughput, beam s.beam, exactly s.new_tokens tokens + EOS per sentence on both sides
+    # 3. throughput, beam s.beam_size, exactly s.new_tokens tokens + EOS per sentence on both sides
     layers = matched_bart_layers(s)
     bart = make_bart(config, layers, s.seed + 2)
     report["bart_decoder_layers"] = layers
@@ -369,8 +369,8 @@ def run(s: Setting) -> dict:
     }
     n = s.new_tokens
     t_ours, t_hf, out_ours, out_hf = timed_pair(
-        lambda: ours_generate(ours, src, beams=s.beam, max_new=n, min_new=n),
-        lambda: hf_generate(bart, src, beams=s.beam, max_new=n, min_new=n),
+        lambda: ours_generate(ours, src, beams=s.beam_size, max_new=n, min_new=n),
+        lambda: hf_generate(bart, src, beams=s.beam_size, max_new=n, min_new=n),
         s.repeats,
     )
     for name, out in (("ours", out_ours), ("hf", out_hf)):
@@ -398,12 +398,12 @@ def format_report(r: dict) -> str:
         f"DeltaLM E={s['encoder_layers']} D={s['decoder_blocks']} d={s['d_model']} heads={s['heads']} "
         f"ffn={s['ffn']} vocab={s['vocab']} ({r['params']['deltalm']:,} params) vs BART "
         f"{s['encoder_layers']}+{r['bart_decoder_layers']} layers ({r['params']['bart']:,} params)",
-        f"batch {s['batch']} sentences, source {s['src_min']}-{s['src_max']} tokens, beam {s['beam']}, "
+        f"batch {s['batch']} sentences, source {s['src_min']}-{s['src_max']} tokens, beam {s['beam_size']}, "
         f"{s['new_tokens']} tokens + EOS each, median of {s['repeats']}; {r['machine']}, torch {r['torch']}, "
         f"transformers {r['transformers']}",
         f"encoder max |diff| vs BART: {r['encoder_max_abs_diff']:.2e}",
         f"greedy identical on identical weights: {r['greedy_identical']}/{r['greedy_sentences']}; "
-        f"beam-{s['beam']} best identical: {r['beam_best_identical']}/{r['greedy_sentences']}",
+        f"beam-{s['beam_size']} best identical: {r['beam_best_identical']}/{r['greedy_sentences']}",
         f"{'':6s} {'wall s':>8s} {'cpu s':>8s} {'sent/s':>8s} {'tok/s':>8s} {'sent/cpu-s':>10s} {'tok/cpu-s':>10s}",
     ]
     for name in ("ours", "hf"):
@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", help="also write the reports as JSON to this path")
     parser.add_argument("--batch", type=int, help="sentences in the batch")
-    parser.add_argument("--beam", type=int, help="beam size")
+    parser.add_argument("--beam-size", type=int, help="beam size")
     parser.add_argument("--new-tokens", type=int, help="tokens generated per sentence (before EOS)")
     parser.add_argument("--repeats", type=int, help="timed repeats (median reported)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
@@ -435,14 +435,16 @@ def main(argv: list[str] | None = None) -> int:
         settings = {name: SETTINGS[name] for name in DEFAULT_SETTINGS}
     else:
         settings = {args.setting: SETTINGS[args.setting]}
-    for name in ("batch", "beam", "new_tokens", "repeats", "threads"):
+    for name in ("batch", "beam_size", "new_tokens", "repeats", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             print(f"error: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)
             return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {n: getattr(args, n) for n in ("batch", "beam", "new_tokens", "repeats") if getattr(args, n)}
+    overrides = {
+        n: getattr(args, n) for n in ("batch", "beam_size", "new_tokens", "repeats") if getattr(args, n)
+    }
     reports = {}
     for label, setting in settings.items():
         reports[label] = run(Setting(**{**asdict(setting), **overrides}))

@@ -109,7 +109,7 @@ def config_for(args, work: Path, spm: Path, init: dict, name: str, model: dict) 
             "max_source_length": 128,
             "max_target_length": 128,
             "validate_every": 0,
-            "beam_size": args.beam,
+            "beam_size": args.beam_size,
             "eval_batch_size": 32,
             "average_last": 5,
         },
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--test-per-lang", type=int, default=200)
     parser.add_argument("--train-per-lang", type=int, default=20000)
     args = parser.parse_args(argv)

@@ -24,7 +24,7 @@ from .manifest import Dataset
 from .progress import Progress
 from .readers import DOCUMENT, LINE, check_input, iter_aligned_blocks, iter_blocks
 from .shard_writer import ShardInfo, ShardWriter
-from .tokenize_pool import TaskSpec, TokenizePool
+from .tokenize_pool import TokenizeJob, TokenizePool
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def _build_input(
             resume["offset"][0],
             resume["line"],
         )
-    task = TaskSpec(
+    job = TokenizeJob(
         spm_path=str(vocab.spm_path),
         fmt=spec.fmt,
         max_line_bytes=options.max_line_bytes,
@@ -194,7 +194,7 @@ def _build_input(
         sum(Path(p).stat().st_size for p in spec.paths) if spec.fmt != "mono" else None,
         enabled=options.progress,
     )
-    for block, result in pool.map(task, blocks):
+    for block, result in pool.map(job, blocks):
         for reason, path, line in block.pre_skips:
             bad.add(reason, path, line)
         at_block = bad.state_dict()

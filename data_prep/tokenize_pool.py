@@ -29,7 +29,7 @@ Skip = tuple[str, int]
 
 
 @dataclass(frozen=True)
-class TaskSpec:
+class TokenizeJob:
     """What a worker needs to turn a block into rows (picklable)."""
 
     spm_path: str
@@ -91,7 +91,7 @@ def encode_flat(vocab: Vocabulary, texts: list, long_texts: bool = False) -> tup
     return vocab.pieces_to_ids(flat), lengths
 
 
-def tokenize_block(spec: TaskSpec, block: Block) -> BlockResult:
+def tokenize_block(spec: TokenizeJob, block: Block) -> BlockResult:
     vocab = _vocab(spec.spm_path)
     if spec.fmt == "mono":
         recs = parse_mono(_text_payload(block), block.line, spec.max_line_bytes, spec.max_doc_bytes)
@@ -122,7 +122,7 @@ def _text_payload(block: Block) -> bytes:
     return strip_bom_bytes(data) if block.offset[0] == 0 else data
 
 
-def _parse_parallel(spec: TaskSpec, block: Block) -> ParallelRecords:
+def _parse_parallel(spec: TokenizeJob, block: Block) -> ParallelRecords:
     if spec.fmt == "tsv":
         return parse_tsv(_text_payload(block), block.line, spec.max_line_bytes)
     if spec.fmt == "jsonl":
@@ -150,7 +150,7 @@ def _worker_init(slots: ResultSlots | None) -> None:
         pass
 
 
-def _tokenize_to_slot(spec: TaskSpec, block: Block, slot: int) -> BlockResult:
+def _tokenize_to_slot(spec: TokenizeJob, block: Block, slot: int) -> BlockResult:
     """:func:`tokenize_block` in a worker, its columns left in result slot ``slot`` when they fit."""
     result = tokenize_block(spec, block)
     layout = _SLOTS.store(slot, result.columns) if _SLOTS is not None else None
@@ -178,7 +178,7 @@ class TokenizePool:
             ctx = multiprocessing.get_context("fork")
             self._pool = ctx.Pool(workers, initializer=_worker_init, initargs=(self._slots,))
 
-    def map(self, spec: TaskSpec, blocks: Iterable[Block]) -> Iterator[tuple[Block, BlockResult]]:
+    def map(self, spec: TokenizeJob, blocks: Iterable[Block]) -> Iterator[tuple[Block, BlockResult]]:
         """(block, result) in input order; a result's arrays are valid until the next item is requested."""
         if self._pool is None:
             for block in blocks:

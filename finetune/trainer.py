@@ -232,7 +232,7 @@ def run(config: FinetuneConfig) -> dict:
     init_process_group(rank, timeout_s=config.deepspeed.timeout_s, cpu_shm_comm=config.deepspeed.cpu_shm_comm)
     if zero_stage_of(build_ds_config(config, rank.world_size)) == 3:
         raise ConfigError(f"{config.deepspeed.config}: ZeRO-3 is not supported for fine-tuning; use ZeRO 0-2")
-    accumulation = config.batch.accumulation(rank.world_size)
+    accumulation = config.batch.gradient_accumulation_steps(rank.world_size)
     rise = (config.task.temperature_rise_steps or config.run.max_steps) * accumulation
     batches = FinetuneBatches(
         config.task,

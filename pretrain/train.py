@@ -74,7 +74,7 @@ def check_spm_model(path: str, vocab: Vocabulary, data_dir: str) -> None:
 
 
 def check_before_start(config: PretrainConfig, rank: RankInfo) -> Vocabulary:
-    config.batch.accumulation(rank.world_size)
+    config.batch.gradient_accumulation_steps(rank.world_size)
     check_init(config.init)
     return dataset_vocabulary(config)
 

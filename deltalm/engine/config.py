@@ -3,7 +3,7 @@
 Every knob lives in exactly one section. YAML ``model: {preset: base, d_model: 512}`` selects the preset's
 defaults and lets the other keys override them (:func:`resolve_model_section`). Batch accumulation is never a
 knob: it is computed from ``global_batch_size / (micro_batch_size * world_size)`` and an indivisible global batch
-is refused before any work (:meth:`BatchConfig.accumulation`).
+is refused before any work (:meth:`BatchConfig.gradient_accumulation_steps`).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class BatchConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"batch.{name} must be >= 1, got {getattr(self, name)}")
 
-    def accumulation(self, world_size: int) -> int:
+    def gradient_accumulation_steps(self, world_size: int) -> int:
         """Gradient-accumulation steps; refuses a global batch not divisible by micro x world."""
         per_pass = self.micro_batch_size * world_size
         if self.global_batch_size % per_pass:

@@ -76,7 +76,7 @@ def build_ds_config(config: TrainingConfig, world_size: int, *, load_universal: 
     """The DeepSpeed dict for ``world_size`` ranks; raises ConfigError on an impossible batch layout."""
     section = config.deepspeed
     ds = copy.deepcopy(load_template(section.template_path()))
-    accumulation = config.batch.accumulation(world_size)
+    accumulation = config.batch.gradient_accumulation_steps(world_size)
     ds["train_micro_batch_size_per_gpu"] = config.batch.micro_batch_size
     ds["gradient_accumulation_steps"] = accumulation
     ds["train_batch_size"] = config.batch.micro_batch_size * accumulation * world_size

@@ -129,7 +129,7 @@ class Trainer:
         self.rank = rank
         self.loss_fn = loss_fn
         self.state = TrainerState()
-        self.accumulation = config.batch.accumulation(rank.world_size)
+        self.gradient_accumulation_steps = config.batch.gradient_accumulation_steps(rank.world_size)
         self.schedule = LRSchedule.from_config(config.schedule, config.optimizer.lr, config.run.max_steps)
         self.run_dir = Path(config.run.run_dir)
         self.store = CheckpointStore(
@@ -257,7 +257,7 @@ class Trainer:
         """One optimizer step; returns True when a stop signal reached any rank (checkpoint and exit)."""
         started = time.perf_counter()
         step = self.state.step + 1
-        micro_batches = [self.batches.next_batch() for _ in range(self.accumulation)]
+        micro_batches = [self.batches.next_batch() for _ in range(self.gradient_accumulation_steps)]
         global_tokens, global_samples, global_flops = self._count_global_work(micro_batches)
         lr = self._set_learning_rate(step)
         loss_sum, nll_sum, nonfinite = self._forward_backward(step, micro_batches, global_tokens)
@@ -321,7 +321,9 @@ class Trainer:
         loss_sum = nll_sum = 0.0
         nonfinite = 0.0
         for index, batch in enumerate(micro_batches):
-            slot = ((step - 1) * self.accumulation + index) * self.rank.world_size + self.rank.rank
+            slot = (
+                (step - 1) * self.gradient_accumulation_steps + index
+            ) * self.rank.world_size + self.rank.rank
             torch.manual_seed(derived_seed(self.config.run.seed, slot))
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             loss, nll, _ = self.engine(batch)

@@ -12,9 +12,9 @@ The model protocol (``deltalm.DeltaLM`` implements it; tests use a toy model wit
   surviving hypotheses, dropping finished sentences).
 
 Sequences follow fairseq: decoding starts from ``bos`` (``</s>``, id 2) and a hypothesis ends with ``eos``. At step
-``t`` every live hypothesis proposes its tokens; the ``2 * beam`` best (by cumulative log-probability) are
-ranked; EOS candidates among the first ``beam`` ranks become finished hypotheses with score
-``sum(logprob) / length ** length_penalty`` (length counts the EOS); the ``beam`` best non-EOS candidates live
+``t`` every live hypothesis proposes its tokens; the ``2 * beam_size`` best (by cumulative log-probability) are
+ranked; EOS candidates among the first ``beam_size`` ranks become finished hypotheses with score
+``sum(logprob) / length ** length_penalty`` (length counts the EOS); the ``beam_size`` best non-EOS candidates live
 on. Step ``t == max_len`` (``max_len = int(max_len_a * src_len + max_len_b)``, per sentence, ``src_len`` = real
 source tokens) may only produce EOS, so a hypothesis has at most ``max_len`` tokens before its EOS.
 """
@@ -210,7 +210,7 @@ def beam_search(
             device=device,
             max_lens=max_lens,
             first_tokens=None if first_tokens is None else first_tokens.to(device),
-            beam=beam_size,
+            beam_size=beam_size,
             min_len=min_len,
             length_penalty=length_penalty,
             no_repeat_ngram_size=no_repeat_ngram_size,
@@ -229,7 +229,7 @@ def _search(
     device: torch.device,
     max_lens: list[int],
     first_tokens: torch.Tensor | None,
-    beam: int,
+    beam_size: int,
     min_len: int,
     length_penalty: float,
     no_repeat_ngram_size: int,
@@ -265,27 +265,27 @@ def _search(
             force_first_token(lprobs, first_tokens)
         force_eos(lprobs, (active_max <= step).repeat_interleave(width), eos)
 
-        # a sentence's 2*beam best candidates are among each of its rows' 2*beam best tokens
+        # a sentence's 2*beam_size best candidates are among each of its rows' 2*beam_size best tokens
         vocab = lprobs.size(1)
-        row_k = min(2 * beam, vocab)
+        row_k = min(2 * beam_size, vocab)
         row_lp, row_tok = row_topk(lprobs, row_k)  # [R, row_k]
         cand = (scores[:, None] + row_lp).view(n_active, width * row_k)
         cand_tok_all = row_tok.view(n_active, width * row_k)
         cand_lp_all = row_lp.view(n_active, width * row_k)
-        if cand.size(1) < 2 * beam:  # tiny vocabularies: pad with impossible candidates
-            extra = 2 * beam - cand.size(1)
+        if cand.size(1) < 2 * beam_size:  # tiny vocabularies: pad with impossible candidates
+            extra = 2 * beam_size - cand.size(1)
             cand = F.pad(cand, (0, extra), value=-math.inf)
             cand_tok_all = F.pad(cand_tok_all, (0, extra), value=pad)
             cand_lp_all = F.pad(cand_lp_all, (0, extra), value=-math.inf)
-        k = 2 * beam
+        k = 2 * beam_size
         cand_scores, cand_idx = cand.topk(k, dim=1)
         cand_beam = torch.div(cand_idx, row_k, rounding_mode="floor").clamp_(max=width - 1)
         cand_tok = cand_tok_all.gather(1, cand_idx)
         cand_lp = cand_lp_all.gather(1, cand_idx)
         is_eos = cand_tok.eq(eos)
 
-        # finished hypotheses: EOS candidates among the first `beam` ranks with a finite score
-        final = is_eos[:, :beam] & torch.isfinite(cand_scores[:, :beam])
+        # finished hypotheses: EOS candidates among the first `beam_size` ranks with a finite score
+        final = is_eos[:, :beam_size] & torch.isfinite(cand_scores[:, :beam_size])
         if bool(final.any()):
             f_sent, f_rank = final.nonzero(as_tuple=True)
             f_rows = f_sent * width + cand_beam[f_sent, f_rank]
@@ -296,9 +296,9 @@ def _search(
             for i, n in enumerate(f_sent.tolist()):
                 finished[sentences[n]].append(Hypothesis(f_tokens[i], f_scores[i], f_pos[i] + [f_eos[i]]))
 
-        # live hypotheses: the first `beam` non-EOS candidates in rank order
+        # live hypotheses: the first `beam_size` non-EOS candidates in rank order
         order = is_eos.long() * k + torch.arange(k, device=device)
-        pick = order.topk(beam, dim=1, largest=False, sorted=True).indices  # [N, beam]
+        pick = order.topk(beam_size, dim=1, largest=False, sorted=True).indices  # [N, beam_size]
         new_beam = cand_beam.gather(1, pick)
         new_tok = cand_tok.gather(1, pick)
         new_scores = cand_scores.gather(1, pick)
@@ -310,11 +310,11 @@ def _search(
         keep: list[int] = []
         for n in range(n_active):
             hyps = finished[sentences[n]]
-            if len(hyps) > beam:
+            if len(hyps) > beam_size:
                 hyps.sort(key=lambda h: -h.score)
-                del hyps[beam:]
+                del hyps[beam_size:]
             done = step >= max_lens[sentences[n]] or best_live[n] == -math.inf
-            if not done and len(hyps) >= beam:
+            if not done and len(hyps) >= beam_size:
                 if stop_early:
                     done = True
                 else:
@@ -327,18 +327,18 @@ def _search(
             break
 
         keep_t = torch.tensor(keep, device=device)
-        rows_keep = src_rows.view(n_active, beam)[keep_t].view(-1)
+        rows_keep = src_rows.view(n_active, beam_size)[keep_t].view(-1)
         tokens = torch.cat([tokens[rows_keep], new_tok[keep_t].view(-1, 1)], dim=1)
         positional = torch.cat([positional[rows_keep], new_pos[keep_t].view(-1, 1)], dim=1)
         scores = new_scores[keep_t].view(-1)
         state = state.reorder(rows_keep)
         sentences = [sentences[n] for n in keep]
         active_max = active_max[keep_t]
-        width = beam
+        width = beam_size
 
     for hyps in finished:
         hyps.sort(key=lambda h: -h.score)
-        del hyps[beam:]
+        del hyps[beam_size:]
     return finished
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from data_prep.readers import iter_blocks
 from data_prep.result_slots import ResultSlots
-from data_prep.tokenize_pool import TaskSpec, TokenizePool
+from data_prep.tokenize_pool import TokenizeJob, TokenizePool
 from tests.data_prep.conftest import SAMPLE
 
 
@@ -53,7 +53,7 @@ def test_slots_are_handed_out_once_until_released():
 def test_pool_results_equal_in_process_results(spm_model, tmp_path, slot_bytes):
     text = tmp_path / "de.txt"
     text.write_bytes(gzip.decompress((SAMPLE / "mono" / "de.txt.gz").read_bytes()))
-    spec = TaskSpec(spm_path=str(spm_model), fmt="mono", max_line_bytes=1 << 20)
+    spec = TokenizeJob(spm_path=str(spm_model), fmt="mono", max_line_bytes=1 << 20)
 
     def run(workers: int, **kwargs) -> list:
         out = []

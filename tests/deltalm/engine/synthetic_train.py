@@ -65,7 +65,7 @@ class KillingBatches(SyntheticBatches):
         self.hold_at, _, self.hold_marker = hold_at.partition(":")
         self.fetched = 0
         self.nan_at_steps = set(nan_at_steps)
-        self.accumulation = accumulation
+        self.gradient_accumulation_steps = accumulation
 
     def next_batch(self):
         self.fetched += 1
@@ -73,7 +73,9 @@ class KillingBatches(SyntheticBatches):
             os.kill(os.getpid(), signal.SIGKILL)
         if self.hold_at and self.fetched == int(self.hold_at):
             self._hold_for_sigterm()
-        step, index = divmod(self.consumed, self.accumulation)  # the micro-batch about to be handed out
+        step, index = divmod(
+            self.consumed, self.gradient_accumulation_steps
+        )  # the micro-batch about to be handed out
         batch = super().next_batch()
         if self.dp_rank == 0 and index == 0 and step + 1 in self.nan_at_steps:
             import torch
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = build_config(SyntheticTrainConfig, {}, args.config, args.overrides)
         rank = discover()
-        config.batch.accumulation(rank.world_size)
+        config.batch.gradient_accumulation_steps(rank.world_size)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         kill_at=kill_at,
         hold_at=os.environ.get("DELTALM_TEST_HOLD_AT_BATCH", ""),
         nan_at_steps=config.faults.nan_at_steps,
-        accumulation=config.batch.accumulation(rank.world_size),
+        accumulation=config.batch.gradient_accumulation_steps(rank.world_size),
     )
     try:
         result = Trainer(config, model, batches, rank, loss_fn=poisoned_loss).fit()

@@ -31,5 +31,5 @@ def test_matched_bart_layers_follow_matmul_work() -> None:
 
 
 def test_bad_option_is_a_clear_error(capsys: pytest.CaptureFixture) -> None:
-    assert bench.main(["--quick", "--beam", "0"]) == 2
-    assert "--beam must be >= 1" in capsys.readouterr().err
+    assert bench.main(["--quick", "--beam-size", "0"]) == 2
+    assert "--beam-size must be >= 1" in capsys.readouterr().err

@@ -59,6 +59,8 @@ class TaskConfig:
       over ``zero_shot_mono``; 0.5 is the paper's zero-shot recipe, 0 disables it.
     - ``max_len_a``/``max_len_b``: generation length ``a·source_len + b``; the default (-1) is 1.2·x+10 for
       translation and 0·x+80 for generation tasks.
+    - ``bleu_tokenize``: sacreBLEU tokenizer; ``auto`` = sacreBLEU's choice for each target language (``zh``,
+      ``ja-mecab``, ``ko-mecab``, else ``13a``); a name (``13a``, ``intl``, ``char``, ...) applies to every pair.
     - ``best_metric``: ``auto`` = BLEU for translation, question generation and data-to-text, ROUGE-L for
       summarization; ``loss`` ranks by validation loss (no generation during training).
     """
@@ -91,7 +93,7 @@ class TaskConfig:
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     eval_batch_size: int = 16
-    bleu_tokenize: str = "13a"
+    bleu_tokenize: str = "auto"
     average_last: int = 5
 
     def validate(self) -> None:
@@ -115,6 +117,7 @@ class TaskConfig:
                 raise ConfigError(f"task.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_source_length is not None and self.max_source_length < 3:
             raise ConfigError(f"task.max_source_length must be >= 3, got {self.max_source_length}")
+        self.check_bleu_tokenizers(self.scored_files())
         if self.validate_every < 0 or self.temperature_rise_steps < 0 or self.valid_max_examples < 0:
             raise ConfigError(
                 "task.validate_every, temperature_rise_steps and valid_max_examples must be >= 0"
@@ -137,6 +140,27 @@ class TaskConfig:
         if self.max_len_a >= 0 and self.max_len_b >= 0:
             return self.max_len_a, self.max_len_b
         return (0.0, 80) if self.name in GENERATION_TASKS else (1.2, 10)
+
+    def scored_files(self) -> list[DataFileConfig]:
+        """Files BLEU is computed on: ``test``, and ``valid`` unless validation ranks by loss."""
+        return [*([] if self.resolved_best_metric == "loss" else self.valid), *self.test]
+
+    def check_bleu_tokenizers(self, files: list[DataFileConfig]) -> None:
+        """Refuse (ConfigError) a BLEU tokenizer that is unknown or whose package is missing, per target language."""
+        from finetune.metrics import BLEU_TOKENIZE_AUTO, bleu_tokenizer_for, check_bleu_tokenizer
+
+        if self.bleu_tokenize != BLEU_TOKENIZE_AUTO:
+            where = "task.bleu_tokenize"
+            try:
+                check_bleu_tokenizer(self.bleu_tokenize, where)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        for f in files:
+            name = bleu_tokenizer_for(f.tgt_lang, self.bleu_tokenize)
+            try:
+                check_bleu_tokenizer(name, f"BLEU for target {f.tgt_lang!r} ({f.path})")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
 
     def languages(self) -> list[str]:
         """Target languages needing a tag (in first-seen order)."""

@@ -61,6 +61,9 @@ class TaskConfig:
       translation and 0·x+80 for generation tasks.
     - ``bleu_tokenize``: sacreBLEU tokenizer; ``auto`` = sacreBLEU's choice for each target language (``zh``,
       ``ja-mecab``, ``ko-mecab``, else ``13a``); a name (``13a``, ``intl``, ``char``, ...) applies to every pair.
+    - ``lang_tags``: the vocabulary's language tags in id order. Empty = resolved when the run starts (the
+      initial model's saved tags keep their ids, then new target languages in first-seen order) and recorded
+      in the run's ``config.yaml``; every target language must be listed when set.
     - ``best_metric``: ``auto`` = BLEU for translation, question generation and data-to-text, ROUGE-L for
       summarization; ``loss`` ranks by validation loss (no generation during training).
     """
@@ -95,6 +98,7 @@ class TaskConfig:
     eval_batch_size: int = 16
     bleu_tokenize: str = "auto"
     average_last: int = 5
+    lang_tags: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.name not in TASK_NAMES:
@@ -118,6 +122,13 @@ class TaskConfig:
         if self.max_source_length is not None and self.max_source_length < 3:
             raise ConfigError(f"task.max_source_length must be >= 3, got {self.max_source_length}")
         self.check_bleu_tokenizers(self.scored_files())
+        if len(set(self.lang_tags)) != len(self.lang_tags) or not all(self.lang_tags):
+            raise ConfigError(f"task.lang_tags: tags must be non-empty and distinct, got {self.lang_tags}")
+        missing = [lang for lang in self.languages() if self.lang_tags and lang not in self.lang_tags]
+        if missing:
+            raise ConfigError(
+                f"task.lang_tags {self.lang_tags} has no tag for target language {missing[0]!r}"
+            )
         if self.validate_every < 0 or self.temperature_rise_steps < 0 or self.valid_max_examples < 0:
             raise ConfigError(
                 "task.validate_every, temperature_rise_steps and valid_max_examples must be >= 0"
@@ -161,6 +172,12 @@ class TaskConfig:
                 check_bleu_tokenizer(name, f"BLEU for target {f.tgt_lang!r} ({f.path})")
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+
+    def vocabulary_tags(self, saved: tuple[str, ...] | list[str] = ()) -> list[str]:
+        """Language tags of the task vocabulary in id order: ``lang_tags`` when set, else the initial model's
+        ``saved`` tags (each keeps its id) followed by the new target languages in first-seen order."""
+        tags = list(self.lang_tags or saved)
+        return tags + [lang for lang in self.languages() if lang not in tags]
 
     def languages(self) -> list[str]:
         """Target languages needing a tag (in first-seen order)."""

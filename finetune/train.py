@@ -39,7 +39,7 @@ from finetune.criterion import make_criterion  # noqa: E402
 from finetune.data import FinetuneBatches, load_split, print_report, task_vocabulary  # noqa: E402
 from finetune.decoding import gather_texts, generate, validation_loss  # noqa: E402
 from finetune.metrics import score_all  # noqa: E402
-from finetune.model_init import initial_model  # noqa: E402
+from finetune.model_init import init_lang_tags, initial_model  # noqa: E402
 from finetune.readers import DataError  # noqa: E402
 from finetune.tasks import DEFAULT_MAX_SOURCE, Example, TaskError  # noqa: E402
 
@@ -242,7 +242,8 @@ def check_length_limits(task, model_config) -> None:
 def run(config: FinetuneConfig) -> dict:
     """Train per ``config`` in this process (one rank); returns the summary written to ``summary.json``."""
     rank = discover()
-    vocab = task_vocabulary(config.task)
+    vocab = task_vocabulary(config.task, saved_tags=init_lang_tags(config.init))
+    config.task.lang_tags = list(vocab.lang_tags)  # the resolved tag order goes into config.yaml
     train, train_report = load_split(config.task, config.task.train, vocab, training=True)
     valid, valid_report = ({}, None)
     if config.task.valid:

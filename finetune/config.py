@@ -7,12 +7,15 @@ Fine-tuning defaults differ from pre-training only where the paper says so: Adam
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from deltalm.config_tree import ConfigError
 from deltalm.engine.config import OptimizerConfig, RunConfig, ScheduleConfig, TrainingConfig, build_config
-from finetune.tasks import GENERATION_TASKS, TASK_NAMES
+from deltalm.engine.model_init import position_limit
+from finetune.tasks import DEFAULT_MAX_SOURCE, GENERATION_TASKS, TASK_NAMES
+from finetune.zero_shot import MIN_CHUNK
 
 BEST_METRICS = ("auto", "loss", "bleu", "rouge1", "rouge2", "rougeL", "meteor")
 
@@ -129,6 +132,28 @@ class TaskConfig:
             raise ConfigError(
                 f"task.lang_tags {self.lang_tags} has no tag for target language {missing[0]!r}"
             )
+        if self.num_sentinels < 1:
+            raise ConfigError(f"task.num_sentinels must be >= 1, got {self.num_sentinels}")
+        if self.zero_shot_input_length < MIN_CHUNK:
+            raise ConfigError(
+                f"task.zero_shot_input_length must be >= {MIN_CHUNK}, got {self.zero_shot_input_length}"
+            )
+        if not 0.0 < self.zero_shot_noise_density < 1.0:
+            raise ConfigError(
+                f"task.zero_shot_noise_density must be in (0, 1), got {self.zero_shot_noise_density}"
+            )
+        if not self.zero_shot_mean_span >= 1.0:
+            raise ConfigError(f"task.zero_shot_mean_span must be >= 1, got {self.zero_shot_mean_span}")
+        if (self.max_len_a < 0) != (self.max_len_b < 0) or min(self.max_len_a, self.max_len_b) < -1:
+            raise ConfigError(
+                f"task.max_len_a and task.max_len_b: set both >= 0 or leave both -1 (the task's default), "
+                f"got {self.max_len_a} and {self.max_len_b}"
+            )
+        for name in ("min_len", "no_repeat_ngram_size"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"task.{name} must be >= 0, got {getattr(self, name)}")
+        if not math.isfinite(self.length_penalty):
+            raise ConfigError(f"task.length_penalty must be finite, got {self.length_penalty}")
         if self.validate_every < 0 or self.temperature_rise_steps < 0 or self.valid_max_examples < 0:
             raise ConfigError(
                 "task.validate_every, temperature_rise_steps and valid_max_examples must be >= 0"
@@ -151,6 +176,35 @@ class TaskConfig:
         if self.max_len_a >= 0 and self.max_len_b >= 0:
             return self.max_len_a, self.max_len_b
         return (0.0, 80) if self.name in GENERATION_TASKS else (1.2, 10)
+
+    def check_lengths(self, limit: int, table: str) -> None:
+        """Refuse (one line) length limits the model's position table (``limit`` tokens) cannot hold: the
+        source and target limits, and the zero-shot span-corruption inputs (with a tag) and targets."""
+        from pretrain.objectives import corrupted_lengths
+
+        source = self.max_source_length or DEFAULT_MAX_SOURCE[self.name]
+        lengths = [("max_source_length", source, source), ("max_target_length", self.max_target_length, None)]
+        if self.zero_shot_ratio > 0:
+            inputs, targets, spans = corrupted_lengths(
+                self.zero_shot_input_length, self.zero_shot_noise_density, self.zero_shot_mean_span
+            )
+            if spans > self.num_sentinels:
+                raise ConfigError(
+                    f"task.zero_shot_input_length={self.zero_shot_input_length}: {spans} noise spans need more "
+                    f"sentinels than task.num_sentinels={self.num_sentinels}; lower it"
+                )
+            lengths += [
+                ("zero_shot_input_length", self.zero_shot_input_length, inputs + 1),
+                ("zero_shot_input_length", self.zero_shot_input_length, targets - spans),
+            ]
+        for key, value, tokens in lengths:
+            tokens = value if tokens is None else tokens
+            if tokens > limit:
+                made = "" if tokens == value else f" makes {tokens}-token sequences and"
+                raise ConfigError(
+                    f"task.{key}={value}{made} exceeds the model's position table ({limit} tokens, {table}); "
+                    f"lower task.{key}"
+                )
 
     def scored_files(self) -> list[DataFileConfig]:
         """Files BLEU is computed on: ``test``, and ``valid`` unless validation ranks by loss."""
@@ -209,6 +263,9 @@ class FinetuneConfig(TrainingConfig):
             raise ConfigError("task.spm_model is required (the pre-trained vocabulary's SentencePiece model)")
         if not self.task.train:
             raise ConfigError("task.train: at least one training data file is required")
+        limit = position_limit(self.model, self.init)  # None: checked on the loaded model (finetune.train)
+        if limit is not None:
+            self.task.check_lengths(*limit)
         if self.deepspeed.zero_stage == 3:
             raise ConfigError(
                 "deepspeed.zero_stage 3 is not supported for fine-tuning (validation and weight export need "

@@ -41,7 +41,7 @@ from finetune.decoding import gather_texts, generate, validation_loss  # noqa: E
 from finetune.metrics import score_all  # noqa: E402
 from finetune.model_init import init_lang_tags, initial_model  # noqa: E402
 from finetune.readers import DataError  # noqa: E402
-from finetune.tasks import DEFAULT_MAX_SOURCE, Example, TaskError  # noqa: E402
+from finetune.tasks import Example, TaskError  # noqa: E402
 
 USER_ERRORS = (
     ConfigError,
@@ -229,14 +229,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def check_length_limits(task, model_config) -> None:
-    """Refuse source/target limits the model's position table cannot hold (one line, before training)."""
-    limit = model_config.max_source_length
-    source = task.max_source_length or DEFAULT_MAX_SOURCE[task.name]
-    for key, value in (("max_source_length", source), ("max_target_length", task.max_target_length)):
-        if value > limit:
-            raise ConfigError(
-                f"task.{key}={value} exceeds the model's position table ({limit} tokens); set task.{key}<={limit}"
-            )
+    """Refuse task limits the loaded model's position table cannot hold (one line, before training)."""
+    task.check_lengths(model_config.max_source_length, f"max_positions={model_config.max_positions}")
 
 
 def run(config: FinetuneConfig) -> dict:

@@ -37,6 +37,40 @@ def check_init(init: InitConfig) -> None:
         raise ConfigError(f"init.path: official checkpoint not found: {path}")
 
 
+def init_max_positions(init: InitConfig) -> int | None:
+    """Rows of the position table of the checkpoint ``init`` names, read from its metadata without loading
+    weights: a ``save_pretrained`` directory's ``config.json``, an HF directory's ``max_position_embeddings``.
+    None when the metadata does not say (random init, an official ``.pt``, a run directory) or is unreadable
+    (the loader reports that)."""
+    import json
+
+    path = Path(init.path) / "config.json"
+    if init.kind not in ("pretrained", "xlmr") or not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        value = (
+            meta["model"]["max_positions"]
+            if init.kind == "pretrained"
+            else meta.get("max_position_embeddings", 514)
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def position_limit(model: DeltaLMConfig, init: InitConfig) -> tuple[int, str] | None:
+    """(longest sequence the position table holds, where the table comes from) of the model ``init`` gives:
+    the ``model`` section for a random init, the checkpoint's metadata otherwise; None when only loading the
+    checkpoint tells (the entry point checks the loaded model then)."""
+    if init.kind == "none":
+        return model.max_source_length, f"model.max_positions={model.max_positions}"
+    rows = init_max_positions(init)
+    if rows is None:
+        return None
+    return rows - model.pad_id - 1, f"max_positions={rows} of init.path {init.path}"
+
+
 def build_model(config: DeltaLMConfig, init: InitConfig, *, seed: int):
     """The model to train; a loaded model whose shapes differ from ``config`` is a ConfigError."""
     import torch

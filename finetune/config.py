@@ -154,10 +154,9 @@ class TaskConfig:
                 raise ConfigError(f"task.{name} must be >= 0, got {getattr(self, name)}")
         if not math.isfinite(self.length_penalty):
             raise ConfigError(f"task.length_penalty must be finite, got {self.length_penalty}")
-        if self.validate_every < 0 or self.temperature_rise_steps < 0 or self.valid_max_examples < 0:
-            raise ConfigError(
-                "task.validate_every, temperature_rise_steps and valid_max_examples must be >= 0"
-            )
+        for name in ("validate_every", "temperature_rise_steps", "valid_max_examples"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"task.{name} must be >= 0, got {getattr(self, name)}")
 
     # ------------------------------------------------------------------ derived
     @property

@@ -236,6 +236,7 @@ def check_length_limits(task, model_config) -> None:
 def run(config: FinetuneConfig) -> dict:
     """Train per ``config`` in this process (one rank); returns the summary written to ``summary.json``."""
     rank = discover()
+    config.batch.accumulation(rank.world_size)  # an indivisible global batch is refused before any work
     vocab = task_vocabulary(config.task, saved_tags=init_lang_tags(config.init))
     config.task.lang_tags = list(vocab.lang_tags)  # the resolved tag order goes into config.yaml
     train, train_report = load_split(config.task, config.task.train, vocab, training=True)

@@ -8,6 +8,7 @@ is refused before any work (:meth:`BatchConfig.accumulation`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,7 +232,7 @@ def build_config(
     if name is not None:
         if name not in presets:
             raise ConfigError(f"unknown preset {name!r} (known: {', '.join(sorted(presets))})")
-        data = merge(presets[name], data)
+        data = merge(copy.deepcopy(presets[name]), data)  # --set must never edit the preset itself
     data = apply_overrides(data, overrides)
     config = from_dict(cls, resolve_model_section(data))
     validate_tree(config)

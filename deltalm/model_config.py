@@ -1,4 +1,4 @@
-"""DeltaLMConfig: every dimension of the model, with presets in code (DESIGN.md §6)."""
+"""DeltaLMConfig: every dimension of the model, with presets in code (tiny, base, large)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ class DeltaLMConfig:
     activation: Literal["gelu", "relu"] = "gelu"
     layer_norm_eps: float = 1e-5
     embedding_layer_norm: bool = True  # base has one; large has none
+    # The decoder has its own position table and embedding LayerNorm, as the official fairseq model does (token
+    # embeddings stay shared); False: one table and LayerNorm for both sides.
+    separate_decoder_positions: bool = False
     pad_id: int = PAD_ID
     eos_id: int = EOS_ID
     activation_checkpointing: bool = False

@@ -205,7 +205,8 @@ def from_xlmr(
     d = config.d_model
     sources = parameter_sources(config.encoder_layers, config.decoder_blocks)
     params = dict(model.named_parameters())
-    missing = sorted(set(params) - set(sources))
+    # a decoder's own position table / embedding LayerNorm start as copies of the encoder's (copy_decoder_embedding)
+    missing = sorted(set(params) - set(sources) - {n for n in params if n.startswith("decoder_embedding.")})
     if missing:  # the mapping must cover every parameter: no sub-layer stays random
         raise CheckpointError(f"no XLM-R source for DeltaLM parameter {missing[0]}")
 
@@ -226,6 +227,7 @@ def from_xlmr(
             if name in ("embedding.embed_tokens.weight", "embedding.embed_positions.weight"):
                 continue
             params[name].copy_(_take(state, source, tuple(params[name].shape)))
+        model.copy_decoder_embedding()
     if len(new_rows):
         sources["embedding.embed_tokens.weight"] += (
             f" (rows 0..{hf_vocab - 1}; rows {hf_vocab}..{table.size(0) - 1} new, N(0, {NEW_ROW_STD}))"

@@ -162,7 +162,7 @@ FINETUNE_RANGES = [
 # Fields where every value of the right type is valid (only the wrong-type case applies).
 ANY_VALUE = {
     "model.activation_checkpointing", "model.embedding_layer_norm", "model.fused_qkv", "model.loss_fused",
-    "model.cpu_packed_linear", "model.activation", "model.attention_backend", "optimizer.fused",
+    "model.cpu_packed_linear", "model.separate_decoder_positions", "model.activation", "model.attention_backend", "optimizer.fused",
     "schedule.kind", "checkpoint.dir", "checkpoint.resume", "checkpoint.save_final", "deepspeed.precision",
     "deepspeed.offload", "deepspeed.cpu_shm_comm", "logging.tensorboard", "data.translation_directions",
     "data.drop_sentinels", "data.verify_sha256", "task.name", "task.tag_source",

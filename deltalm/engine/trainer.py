@@ -2,7 +2,7 @@
 
 One optimizer step (:meth:`Trainer.train_step`) reads as its named parts: fetch the micro-batches, all-reduce
 the step's real-token count, forward/backward each micro-batch with its loss sum scaled by
-``world / global_tokens`` (so DeepSpeed's gradient averaging yields the exact global token mean, DESIGN.md §5),
+``world / global_tokens`` (so DeepSpeed's gradient averaging yields the exact global token mean),
 all-reduce the loss and the non-finite/stop flags, step (the guard skips a non-finite step at every ZeRO stage),
 log. Randomness (dropout) is derived from ``(seed, global micro-batch slot)``, so a resumed run and a run with a
 different rank layout draw the same masks and no RNG state has to be saved.

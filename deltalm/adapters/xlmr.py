@@ -205,8 +205,9 @@ def from_xlmr(
     d = config.d_model
     sources = parameter_sources(config.encoder_layers, config.decoder_blocks)
     params = dict(model.named_parameters())
-    # a decoder's own position table / embedding LayerNorm start as copies of the encoder's (copy_decoder_embedding)
-    missing = sorted(set(params) - set(sources) - {n for n in params if n.startswith("decoder_embedding.")})
+    for name in [n for n in params if n.startswith("decoder_embedding.")]:  # copies of the encoder's, below
+        sources[name] = sources["embedding" + name[len("decoder_embedding") :]]
+    missing = sorted(set(params) - set(sources))
     if missing:  # the mapping must cover every parameter: no sub-layer stays random
         raise CheckpointError(f"no XLM-R source for DeltaLM parameter {missing[0]}")
 
@@ -226,6 +227,8 @@ def from_xlmr(
         for name, source in sources.items():
             if name in ("embedding.embed_tokens.weight", "embedding.embed_positions.weight"):
                 continue
+            if name.startswith("decoder_embedding."):
+                continue  # copy_decoder_embedding below
             params[name].copy_(_take(state, source, tuple(params[name].shape)))
         model.copy_decoder_embedding()
     if len(new_rows):

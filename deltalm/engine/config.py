@@ -198,6 +198,11 @@ class TrainingConfig:
     def validate(self) -> None:
         if not self.deepspeed.template_path().is_file():
             raise ConfigError(f"deepspeed.config: template not found: {self.deepspeed.config}")
+        from deltalm.engine.ds_config import build_ds_config
+
+        # the template's content and its combination with the deepspeed section, before any process starts
+        # (the batch layout is checked for the real world size by the entry points)
+        build_ds_config(self, world_size=1)
 
 
 def resolve_model_section(data: dict) -> dict:

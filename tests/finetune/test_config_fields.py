@@ -96,6 +96,11 @@ ENGINE_RANGES = [
     ("deepspeed.config", "/nonexistent.json", "deepspeed.config"),
     ("deepspeed.zero_stage", "5", "deepspeed.zero_stage"),
     ("deepspeed.timeout_s", "0", "deepspeed.timeout_s"),
+    (
+        "deepspeed.offload",
+        "true",
+        "deepspeed.offload needs deepspeed.zero_stage >= 1",
+    ),  # the CPU template: ZeRO-0
     ("logging.progress_every_s", "-1", "logging.progress_every_s"),
     ("logging.peak_tflops", "-1", "logging.peak_tflops"),
     ("nonfinite.max_consecutive", "0", "nonfinite.max_consecutive"),
@@ -164,7 +169,7 @@ ANY_VALUE = {
     "model.activation_checkpointing", "model.embedding_layer_norm", "model.fused_qkv", "model.loss_fused",
     "model.cpu_packed_linear", "model.separate_decoder_positions", "model.activation", "model.attention_backend", "optimizer.fused",
     "schedule.kind", "checkpoint.dir", "checkpoint.resume", "checkpoint.save_final", "deepspeed.precision",
-    "deepspeed.offload", "deepspeed.cpu_shm_comm", "logging.tensorboard", "data.translation_directions",
+    "deepspeed.cpu_shm_comm", "logging.tensorboard", "data.translation_directions",
     "data.drop_sentinels", "data.verify_sha256", "task.name", "task.tag_source",
 }  # fmt: skip
 PRETRAIN_FIELDS = tree_fields(PretrainConfig)

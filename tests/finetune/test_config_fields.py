@@ -295,3 +295,19 @@ def test_real_commands_refuse_before_any_work(tmp_path, finetune_base, script, a
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(message), proc.stderr
     assert proc.stdout == ""
+
+
+def test_pretrain_refuses_more_noise_spans_than_the_dataset_has_sentinels(tmp_path, monkeypatch, capsys):
+    from deltalm.vocabulary import Vocabulary
+    from tests.pretrain.corpus import random_docs, write_dataset
+
+    vocab = Vocabulary(spm_size=500, num_sentinels=4)
+    write_dataset(
+        tmp_path / "data", vocab, mono={"de": random_docs(np.random.default_rng(1), 20, 30, 80, 4, 400)}
+    )
+    base = ["--preset", "tiny", "--set", f"data.data_dirs=[{tmp_path / 'data'}]", "--set",
+            f"model.vocab_size={vocab.pretrain_size}", "--set", "data.translation_ratio=0"]  # fmt: skip
+    with pytest.raises(Accepted):  # 64 tokens: 4 spans
+        run_pretrain(base, monkeypatch)
+    code = run_pretrain([*base, "--set", "data.input_length=128"], monkeypatch)
+    check_refused(code, capsys.readouterr().err, "data.input_length=128: 7 noise spans need more sentinels")

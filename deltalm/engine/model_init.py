@@ -39,11 +39,13 @@ def check_init(init: InitConfig) -> None:
 
 def init_max_positions(init: InitConfig) -> int | None:
     """Rows of the position table of the checkpoint ``init`` names, read from its metadata without loading
-    weights: a ``save_pretrained`` directory's ``config.json``, an HF directory's ``max_position_embeddings``.
-    None when the metadata does not say (random init, an official ``.pt``, a run directory) or is unreadable
-    (the loader reports that)."""
+    weights: a ``save_pretrained`` directory's ``config.json``, an HF directory's ``max_position_embeddings``,
+    the position table's rows in an official ``.pt`` (memory-mapped, nothing read but that shape). None when
+    that does not say (random init, a run directory) or is unreadable (the loader reports that)."""
     import json
 
+    if init.kind == "official":
+        return _official_positions(Path(init.path))
     path = Path(init.path) / "config.json"
     if init.kind not in ("pretrained", "xlmr") or not path.is_file():
         return None
@@ -57,6 +59,18 @@ def init_max_positions(init: InitConfig) -> int | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _official_positions(path: Path) -> int | None:
+    import pickle
+
+    import torch
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(blob["weights"]["src_embedding.embed_positions.weight"].shape[0])
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError):
+        return None
 
 
 def position_limit(model: DeltaLMConfig, init: InitConfig) -> tuple[int, str] | None:

@@ -49,3 +49,29 @@ def test_finetune_config_refuses_lengths_against_the_configured_model(tmp_path):
     with pytest.raises(ConfigError, match="task.max_source_length=256 exceeds the model's position table"):
         load_finetune_config(None, base)
     TaskConfig(test=[DataFileConfig(path="x", tgt_lang="de")]).validate()
+
+
+def test_position_table_of_an_official_checkpoint_is_read_without_loading_it(tmp_path):
+    import deltalm
+    from deltalm.engine.config import InitConfig
+    from deltalm.engine.model_init import init_max_positions, position_limit
+    from finetune.config import load_finetune_config
+
+    cfg = DeltaLMConfig.preset(
+        "tiny", vocab_size=104, d_model=16, heads=2, ffn=32, encoder_layers=1, decoder_blocks=1
+    )
+    deltalm.save_official(deltalm.DeltaLM(cfg.replace(max_positions=66)), tmp_path / "small.pt")
+    init = InitConfig("official", str(tmp_path / "small.pt"))
+    assert init_max_positions(init) == 66
+    assert position_limit(cfg, init) == (64, f"max_positions=66 of init.path {tmp_path / 'small.pt'}")
+    train = [f"task.train=[{{path: {tmp_path / 't.jsonl'}, src_lang: en, tgt_lang: de}}]", "task.spm_model=s"]
+    official = ["init.kind=official", f"init.path={tmp_path / 'small.pt'}", "task.max_target_length=64"]
+    with pytest.raises(
+        ConfigError, match=r"task.max_source_length=256 exceeds .* \(64 tokens, max_positions=66"
+    ):
+        load_finetune_config(None, [*train, *official])
+    load_finetune_config(None, [*train, *official, "task.max_source_length=64"])
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert (
+        init_max_positions(InitConfig("official", str(tmp_path / "junk.pt"))) is None
+    )  # the loader reports it

@@ -11,7 +11,18 @@ from deltalm.config_tree import ConfigError
 from deltalm.engine.config import InitConfig
 from deltalm.model_config import DeltaLMConfig
 
-ARCHITECTURE_FIELDS = ("d_model", "heads", "ffn", "encoder_layers", "decoder_blocks", "vocab_size")
+# What the checkpoint fixes: the run's config (written into every checkpoint and used by export) must say the same.
+ARCHITECTURE_FIELDS = (
+    "d_model",
+    "heads",
+    "ffn",
+    "encoder_layers",
+    "decoder_blocks",
+    "vocab_size",
+    "max_positions",
+    "embedding_layer_norm",
+    "separate_decoder_positions",
+)
 RUNTIME_FIELDS = (
     "dropout",
     "attention_dropout",

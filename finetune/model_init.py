@@ -38,9 +38,14 @@ def init_lang_tags(init: InitConfig) -> tuple[str, ...]:
         from deltalm.adapters.pretrained import saved_lang_tags
 
         return saved_lang_tags(path)
-    from deltalm.export_checkpoint import open_checkpoint
+    if (path / "config.yaml").is_file():  # the run's config (cheap; the checkpoint holds the same tree)
+        import yaml
 
-    task = open_checkpoint(path).training_config.get("task")
+        task = (yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}).get("task")
+    else:
+        from deltalm.export_checkpoint import open_checkpoint
+
+        task = open_checkpoint(path).training_config.get("task")
     if not isinstance(task, dict):
         return ()
     from deltalm.config_tree import from_dict

@@ -109,6 +109,7 @@ def evaluate(model_dir: str, task: TaskConfig, output_dir: str, device: str = "c
     from finetune.data import load_split, print_report, task_vocabulary
     from finetune.scoring import score_all
 
+    task.check_bleu_tokenizers(task.test)
     vocab = pretrained_vocabulary(model_dir)
     if vocab is None:
         if not task.spm_model:
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         if not task.test:
             raise ConfigError("nothing to evaluate: give --data or task.test in the config")
+        task.check_bleu_tokenizers(task.test)
         import torch
 
         with torch.no_grad():

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from deltalm.checkpoints.model_init import build_model, check_init, describe
+from deltalm.checkpoints.model_init import build_model, check_init, describe, init_lang_tags
 from deltalm.config_tree import ConfigError
 from deltalm.engine.distributed import discover, init_process_group
 from deltalm.engine.ds_config import build_ds_config, zero_stage_of
@@ -32,7 +32,7 @@ from finetune.criterion import make_criterion
 from finetune.data import FinetuneBatches, load_split, print_report, task_vocabulary
 from finetune.decoding import gather_texts, generate, validation_loss
 from finetune.scoring import score_all
-from finetune.tasks import DEFAULT_MAX_SOURCE, Example
+from finetune.tasks import Example
 
 
 def _all_reduce(values: list[float]) -> list[float]:
@@ -197,20 +197,18 @@ class FinetuneTrainer(Trainer):
 
 
 def check_length_limits(task, model_config) -> None:
-    """Refuse source/target limits the model's position table cannot hold (one line, before training)."""
-    limit = model_config.max_source_length
-    source = task.max_source_length or DEFAULT_MAX_SOURCE[task.name]
-    for key, value in (("max_source_length", source), ("max_target_length", task.max_target_length)):
-        if value > limit:
-            raise ConfigError(
-                f"task.{key}={value} exceeds the model's position table ({limit} tokens); set task.{key}<={limit}"
-            )
+    """Refuse task limits the loaded model's position table cannot hold (one line, before training)."""
+    task.check_lengths(model_config.max_source_length, f"max_positions={model_config.max_positions}")
 
 
 def run(config: FinetuneConfig) -> dict:
     """Train per ``config`` in this process (one rank); returns the summary written to ``summary.json``."""
     rank = discover()
-    vocab = task_vocabulary(config.task)
+    config.batch.gradient_accumulation_steps(
+        rank.world_size
+    )  # an indivisible global batch: refused before work
+    vocab = task_vocabulary(config.task, saved_tags=init_lang_tags(config.init))
+    config.task.lang_tags = list(vocab.lang_tags)  # the resolved tag order goes into config.yaml
     train, train_report = load_split(config.task, config.task.train, vocab, training=True)
     valid, valid_report = ({}, None)
     if config.task.valid:

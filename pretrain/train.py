@@ -76,7 +76,9 @@ def check_spm_model(path: str, vocab: Vocabulary, data_dir: str) -> None:
 def check_before_start(config: PretrainConfig, rank: RankInfo) -> Vocabulary:
     config.batch.gradient_accumulation_steps(rank.world_size)
     check_init(config.init)
-    return dataset_vocabulary(config)
+    vocab = dataset_vocabulary(config)
+    config.data.check_sentinels(vocab.num_sentinels)
+    return vocab
 
 
 def train(config: PretrainConfig, rank: RankInfo, vocab: Vocabulary) -> int:

@@ -17,7 +17,8 @@ one line naming both values; the fields it does not state come from the checkpoi
 
 Fine-tuning passes its task vocabulary: the checkpoint's vocabulary must then be that vocabulary without
 language tags (or with the same tags), and the tag rows are added by
-:func:`deltalm.model.embedding_growth.grow_vocabulary`; the config's ``vocab_size`` does not apply.
+:func:`deltalm.model.embedding_growth.grow_vocabulary`, tags the checkpoint was saved with keeping their rows by
+name (:func:`init_lang_tags`); the config's ``vocab_size`` does not apply.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ ARCHITECTURE_FIELDS = (
     "activation",
     "layer_norm_eps",
     "embedding_layer_norm",
+    "separate_decoder_positions",
 )
 RUNTIME_FIELDS = (
     "dropout",
@@ -67,6 +69,79 @@ def check_init(init: InitConfig) -> None:
         raise ConfigError(f"init.path: official checkpoint not found: {path}")
 
 
+def init_max_positions(init: InitConfig) -> int | None:
+    """Rows of the position table of the checkpoint ``init`` names, read from its metadata without loading
+    weights: a ``save_pretrained`` directory's ``config.json``, an HF directory's ``max_position_embeddings``,
+    the position table's rows in an official ``.pt`` (memory-mapped, nothing read but that shape). None when
+    that does not say (random init, a run directory) or is unreadable (the loader reports that)."""
+    import json
+
+    if init.kind == "official":
+        return _official_positions(Path(init.path))
+    path = Path(init.path) / "config.json"
+    if init.kind not in ("pretrained", "xlmr") or not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        value = (
+            meta["model"]["max_positions"]
+            if init.kind == "pretrained"
+            else meta.get("max_position_embeddings", 514)
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _official_positions(path: Path) -> int | None:
+    import pickle
+
+    import torch
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(blob["weights"]["src_embedding.embed_positions.weight"].shape[0])
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError):
+        return None
+
+
+def position_limit(model: DeltaLMConfig, init: InitConfig) -> tuple[int, str] | None:
+    """(longest sequence the position table holds, where the table comes from) of the model ``init`` gives:
+    the ``model`` section for a random init, the checkpoint's metadata otherwise; None when only loading the
+    checkpoint tells (the entry point checks the loaded model then)."""
+    if init.kind == "random":
+        return model.max_source_length, f"model.max_positions={model.max_positions}"
+    rows = init_max_positions(init)
+    if rows is None:
+        return None
+    return rows - model.pad_id - 1, f"max_positions={rows} of init.path {init.path}"
+
+
+def init_lang_tags(init: InitConfig) -> tuple[str, ...]:
+    """The language tags (in id order) the starting model was saved with; () when it has none or they are not
+    recorded (official and XLM-R checkpoints, pre-training runs). A ``save_pretrained`` directory records them
+    with its vocabulary; a fine-tuning run directory in its ``config.yaml`` (``task.lang_tags``) and in every
+    checkpoint (the vocabulary record)."""
+    if init.kind != "pretrained":
+        return ()
+    path = Path(init.path)
+    if (path / "config.json").is_file():
+        from deltalm.checkpoints.pretrained import saved_lang_tags
+
+        return saved_lang_tags(path)
+    if (path / "config.yaml").is_file():  # the run's config (cheap; the checkpoint holds the same tree)
+        import yaml
+
+        task = (yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}).get("task")
+        tags = task.get("lang_tags") if isinstance(task, dict) else None
+        if isinstance(tags, list) and tags:
+            return tuple(str(t) for t in tags)
+    from deltalm.checkpoints.engine_checkpoint import open_checkpoint
+
+    record = open_checkpoint(path).vocabulary or {}
+    return tuple(record.get("lang_tags", ()))
+
+
 def build_model(
     config: DeltaLMConfig,
     init: InitConfig,
@@ -84,7 +159,7 @@ def build_model(
     import torch
 
     from deltalm.file_io import CheckpointError
-    from deltalm.model.embedding_growth import grow_vocabulary
+    from deltalm.model.embedding_growth import grow_vocabulary, tag_row_sources
     from deltalm.model.model import DeltaLM
 
     stated = set(ARCHITECTURE_FIELDS if given is None else given) & set(ARCHITECTURE_FIELDS)
@@ -111,6 +186,11 @@ def build_model(
             )
     if vocab is None:
         return model
+    saved = init_lang_tags(init)
+    if saved and loaded.vocab_size == vocab.first_lang_tag + len(saved):  # tag rows follow their names
+        return grow_vocabulary(
+            model, vocab.size, tag_row_sources(vocab.first_lang_tag, saved, vocab.lang_tags)
+        )
     if loaded.vocab_size not in (vocab.pretrain_size, vocab.size):
         raise ConfigError(
             f"init.path {init.path}: the model has a {loaded.vocab_size}-row vocabulary but task.spm_model gives "
@@ -140,6 +220,8 @@ def _load(config: DeltaLMConfig, init: InitConfig, seed: int, stated: set[str], 
             vocab_size = vocab.pretrain_size
         else:
             vocab_size = config.vocab_size if "vocab_size" in stated else None
+        if "separate_decoder_positions" in stated:  # a build choice for XLM-R: both start as its tables
+            runtime = {**runtime, "separate_decoder_positions": config.separate_decoder_positions}
         return from_xlmr(
             init.path,
             decoder_blocks=config.decoder_blocks if "decoder_blocks" in stated else None,

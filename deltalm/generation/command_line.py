@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+        from deltalm.generation.translation import check_target_language
+
+        check_target_language(vocab, args.tgt_lang)  # before reading any input
         lines = read_lines(args.input)
         from deltalm.generation.translation import translate_lines
 

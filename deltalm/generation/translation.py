@@ -27,18 +27,28 @@ __all__ = [
 ]
 
 
+def check_target_language(vocab: Vocabulary, tgt_lang: str | None) -> None:
+    """Refuse (:class:`GenerationError`) a tagged model without ``tgt_lang``, or a ``tgt_lang`` it has no tag for."""
+    if vocab.lang_tags and not tgt_lang:
+        raise GenerationError(
+            f"the model has language tags ({', '.join(vocab.lang_tags)}); give --tgt-lang with one of them"
+        )
+    if tgt_lang and vocab.lang_tags and tgt_lang not in vocab.lang_tags:
+        raise GenerationError(
+            f"--tgt-lang {tgt_lang}: the model has no tag for it (tags: {', '.join(vocab.lang_tags)})"
+        )
+
+
 def source_ids(
     lines: Sequence[str], vocab: Vocabulary, tgt_lang: str | None, max_len: int
 ) -> list[np.ndarray]:
     """``[tag] tokens </s>`` per line (truncated to ``max_len``); an empty line gives an empty array.
 
     The target-language tag is prepended when the vocabulary has one for ``tgt_lang`` (a multilingual
-    fine-tuned model); a vocabulary with tags but none for ``tgt_lang`` is a :class:`GenerationError`.
+    fine-tuned model); a tagged vocabulary without ``tgt_lang``, or with no tag for it, is a
+    :class:`GenerationError`.
     """
-    if tgt_lang and vocab.lang_tags and tgt_lang not in vocab.lang_tags:
-        raise GenerationError(
-            f"--tgt-lang {tgt_lang}: the model has no tag for it (tags: {', '.join(vocab.lang_tags)})"
-        )
+    check_target_language(vocab, tgt_lang)
     prefix: list[int] = []
     if tgt_lang and tgt_lang in vocab.lang_tags:
         prefix = [vocab.lang_tag_id(tgt_lang)]

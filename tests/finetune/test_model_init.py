@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deltalm.checkpoints.model_init import build_model
+from deltalm.checkpoints.model_init import build_model, init_lang_tags
 from deltalm.checkpoints.official import save_official
 from deltalm.checkpoints.pretrained import save_pretrained
 from deltalm.config_tree import ConfigError
@@ -13,6 +13,12 @@ from deltalm.engine.config import InitConfig
 from deltalm.model.config import DeltaLMConfig
 from deltalm.model.embedding_growth import grow_vocabulary
 from deltalm.model.model import DeltaLM
+from deltalm.vocabulary import Vocabulary
+
+
+def initial_model(init, model_config, vocab):
+    """Fine-tuning's use of the one init dispatcher: the task vocabulary grows the loaded model."""
+    return build_model(model_config, init, seed=0, vocab=vocab)
 
 
 def _tiny(vocab_size: int) -> DeltaLMConfig:
@@ -43,25 +49,85 @@ def test_grow_vocabulary_keeps_rows_and_adds_mean_rows():
         grow_vocabulary(model, 99)
 
 
-def test_finetuning_init_from_official_and_pretrained_grows_the_vocabulary(tmp_path, vocab):
+def test_initial_model_from_official_and_pretrained(tmp_path, vocab):
     tagged = vocab.with_lang_tags(["de", "fr"])
     torch.manual_seed(1)
     source = DeltaLM(_tiny(vocab.pretrain_size))
     save_official(source, tmp_path / "deltalm-tiny.pt")
-    model = build_model(
-        _tiny(8), InitConfig("official", str(tmp_path / "deltalm-tiny.pt")), seed=0, vocab=tagged
-    )
+    model = initial_model(InitConfig("official", str(tmp_path / "deltalm-tiny.pt")), _tiny(8), tagged)
     assert model.config.vocab_size == tagged.size and model.config.heads == 2
     rows = vocab.pretrain_size
     assert torch.equal(model.output_weight.detach()[:rows], source.output_weight.detach()[:rows])
     save_pretrained(source, tmp_path / "pre")
-    model2 = build_model(
-        _tiny(8).replace(dropout=0.3), InitConfig("pretrained", str(tmp_path / "pre")), seed=0, vocab=tagged
+    model2 = initial_model(
+        InitConfig("pretrained", str(tmp_path / "pre")), _tiny(8).replace(dropout=0.3), tagged
     )
     assert model2.config.dropout == 0.3 and model2.config.vocab_size == tagged.size
     wrong = DeltaLM(_tiny(vocab.pretrain_size + 40))
     save_pretrained(wrong, tmp_path / "wrong")
     with pytest.raises(ConfigError, match="use the SentencePiece model"):
-        build_model(_tiny(8), InitConfig("pretrained", str(tmp_path / "wrong")), seed=0, vocab=tagged)
-    fresh = build_model(_tiny(8), InitConfig("random", ""), seed=0, vocab=tagged)
+        initial_model(InitConfig("pretrained", str(tmp_path / "wrong")), _tiny(8), tagged)
+    fresh = initial_model(InitConfig("random", ""), _tiny(8), tagged)
     assert fresh.config.vocab_size == tagged.size
+
+
+def _task(spm_model, langs):
+    from finetune.config import DataFileConfig, TaskConfig
+
+    files = [DataFileConfig(path=f"train.en-{x}.jsonl", src_lang="en", tgt_lang=x) for x in langs]
+    return TaskConfig(spm_model=str(spm_model), train=files)
+
+
+@pytest.mark.parametrize(
+    ("task_langs", "expected_tags"),
+    [(("zh", "de"), ("de", "zh")), (("de", "fr"), ("de", "zh", "fr")), (("fr",), ("de", "zh", "fr"))],
+)
+def test_tag_rows_follow_tag_names_from_a_tagged_export(tmp_path, spm_model, task_langs, expected_tags):
+    """Saved (de, zh) → task (zh, de): ``__zh__`` keeps the trained zh row; (de, fr): fr is new (mean row)."""
+    from finetune.data import task_vocabulary
+
+    base = Vocabulary.from_spm(spm_model)
+    saved_vocab = base.with_lang_tags(["de", "zh"])
+    torch.manual_seed(3)
+    source = DeltaLM(_tiny(saved_vocab.size))
+    save_pretrained(source, tmp_path / "tagged", saved_vocab)
+    init = InitConfig("pretrained", str(tmp_path / "tagged"))
+    assert init_lang_tags(init) == ("de", "zh")
+    vocab = task_vocabulary(_task(spm_model, task_langs), saved_tags=init_lang_tags(init))
+    assert vocab.lang_tags == expected_tags
+    model = initial_model(init, _tiny(8), vocab)
+    old, new = source.output_weight.detach(), model.output_weight.detach()
+    first = base.first_lang_tag
+    assert torch.equal(new[:first], old[:first])
+    for tag in ("de", "zh"):  # trained rows found by name
+        assert torch.equal(new[vocab.lang_tag_id(tag)], old[saved_vocab.lang_tag_id(tag)]), tag
+    keep = torch.ones(saved_vocab.size, dtype=torch.bool)
+    keep[1] = False
+    mean_row = old[: saved_vocab.size][keep].double().mean(0).float()
+    for tag in set(expected_tags) - {"de", "zh"}:  # a new tag starts from the mean row, never a stale tag row
+        assert torch.equal(new[vocab.lang_tag_id(tag)], mean_row)
+    assert model.config.vocab_size == vocab.size
+
+
+def test_explicit_lang_tags_map_rows_by_name(tmp_path, spm_model):
+    from deltalm.config_tree import ConfigError
+    from finetune.data import task_vocabulary
+
+    saved_vocab = Vocabulary.from_spm(spm_model).with_lang_tags(["de", "zh"])
+    torch.manual_seed(4)
+    source = DeltaLM(_tiny(saved_vocab.size))
+    save_pretrained(source, tmp_path / "tagged", saved_vocab)
+    init = InitConfig("pretrained", str(tmp_path / "tagged"))
+    task = _task(spm_model, ("zh", "de"))
+    task.lang_tags = ["zh", "de"]  # an explicit order (e.g. a resumed run's config.yaml) wins
+    vocab = task_vocabulary(task, saved_tags=init_lang_tags(init))
+    assert vocab.lang_tags == ("zh", "de")
+    model = initial_model(init, _tiny(8), vocab)
+    for tag in ("de", "zh"):
+        assert torch.equal(
+            model.output_weight.detach()[vocab.lang_tag_id(tag)],
+            source.output_weight.detach()[saved_vocab.lang_tag_id(tag)],
+        )
+    task.lang_tags = ["de"]
+    with pytest.raises(ConfigError, match="no tag for target language 'zh'"):
+        task.validate()

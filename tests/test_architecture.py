@@ -49,3 +49,14 @@ def test_the_rule_sees_function_local_imports(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from finetune.config import TaskConfig\n    return TaskConfig\n")
     assert imported_packages(module) == {("finetune", 2)}
+
+
+def test_the_installed_project_needs_no_sys_path_edits():
+    """``launch.sh --setup`` installs the checkout (editable): no product module edits ``sys.path``."""
+    edits = [
+        f"{path.relative_to(ROOT)}"
+        for package in ALLOWED
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if "sys.path.insert" in path.read_text(encoding="utf-8")
+    ]
+    assert not edits, edits

@@ -171,8 +171,6 @@ class NonfiniteConfig:
     def validate(self) -> None:
         if self.max_consecutive < 1:
             raise ConfigError(f"nonfinite.max_consecutive must be >= 1, got {self.max_consecutive}")
-        if any(step < 1 for step in self.inject_at_steps):
-            raise ConfigError(f"nonfinite.inject_at_steps: steps count from 1, got {self.inject_at_steps}")
 
 
 @dataclass

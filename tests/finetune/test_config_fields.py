@@ -80,7 +80,7 @@ ENGINE_RANGES = [
     ("model.eos_id", "5", "model.eos_id"),
     ("model.loss_chunk_size", "0", "model.loss_chunk_size"),
     ("init.kind", "official", "init.path is required"),
-    ("init.path", "/x", "init.path is set but init.kind is 'none'"),
+    ("init.path", "/x", "but init.kind is 'random', which reads no checkpoint"),
     ("optimizer.lr", "0", "optimizer.lr"),
     ("optimizer.betas", "[0.9, 1.0]", "optimizer.betas"),
     ("optimizer.eps", "0", "optimizer.eps"),
@@ -104,7 +104,6 @@ ENGINE_RANGES = [
     ("logging.progress_every_s", "-1", "logging.progress_every_s"),
     ("logging.peak_tflops", "-1", "logging.peak_tflops"),
     ("nonfinite.max_consecutive", "0", "nonfinite.max_consecutive"),
-    ("nonfinite.inject_at_steps", "[0]", "nonfinite.inject_at_steps"),
 ]
 PRETRAIN_RANGES = [
     ("data.data_dirs", "['']", "data.data_dirs"),
@@ -232,8 +231,9 @@ def run_pretrain(argv: list[str], monkeypatch) -> int:
 
 def run_finetune(argv: list[str], monkeypatch) -> int:
     import finetune.train
+    import finetune.trainer
 
-    monkeypatch.setattr(finetune.train, "init_process_group", refuse_start)
+    monkeypatch.setattr(finetune.trainer, "init_process_group", refuse_start)
     return finetune.train.main(argv)
 
 

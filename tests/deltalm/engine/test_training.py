@@ -216,7 +216,7 @@ def test_bad_cli_is_one_line_exit_2(workdir):
 def test_skipped_step_does_not_advance_the_schedule_across_a_resume(workdir):
     """Step 2 is non-finite: step 3 (after a resume) uses the LR step 2 would have used."""
     name = "nan_schedule"
-    schedule = ["schedule.total_steps=10", "nonfinite.inject_at_steps=[2]", "checkpoint.every=0"]
+    schedule = ["schedule.total_steps=10", "faults.nan_at_steps=[2]", "checkpoint.every=0"]
     ok(ranks.run(1, args(workdir, name, "deepspeed.zero_stage=1", "run.max_steps=2", *schedule)))
     ok(ranks.run(1, args(workdir, name, "deepspeed.zero_stage=1", "run.max_steps=4", *schedule)))
     records = metrics(workdir / name)

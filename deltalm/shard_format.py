@@ -289,6 +289,7 @@ class ShardReader:
             raise ShardError(f"{self.path}: columns {self._reader.schema.names}, expected {names}")
         self.columns: dict[str, ListColumn] = {}
         batches = [self._reader.get_batch(i) for i in range(self._reader.num_record_batches)]
+        self.zero_copy = len(batches) == 1  # the column arrays are views on the mapping, not copies
         for name in names:
             offsets_parts, values_parts, base = [], [], 0
             for batch in batches:

@@ -119,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="re-check every shard against DIR/manifest.json")
     p.add_argument("dir")
     p.add_argument(
-        "--workers", type=_positive, default=_default_workers(), help="checking processes (default: all cores)"
+        "--workers",
+        type=_positive,
+        default=_default_workers(),
+        help="checking processes (default: all cores)",
     )
 
     p = sub.add_parser(

@@ -187,13 +187,17 @@ def load_shard_table(directory: str | Path, name: str, stream: dict) -> list[dic
         raise ShardError(f"{path}: {len(lines)} entries, the manifest lists {count} (truncated table)")
     payload = b"".join(lines)
     if hashlib.sha256(payload).hexdigest() != stream.get("shards_sha256"):
-        raise ShardError(f"{path}: sha256 of its first {count} entries differs from the manifest (corrupt table)")
+        raise ShardError(
+            f"{path}: sha256 of its first {count} entries differs from the manifest (corrupt table)"
+        )
     try:
         entries = json.loads(b"[" + b",".join(lines) + b"]")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ShardError(f"{path}: unreadable shard table ({exc})") from None
     for entry in entries:
-        if not isinstance(entry, dict) or not all(k in entry for k in ("path", "rows", "tokens", "bytes", "sha256")):
+        if not isinstance(entry, dict) or not all(
+            k in entry for k in ("path", "rows", "tokens", "bytes", "sha256")
+        ):
             raise ShardError(f"{path}: bad shard entry {entry!r}")
     return entries
 

@@ -88,8 +88,7 @@ def test_verify_names_table_and_journal_corruption(dataset):
     count = original.count(b"\n")
     rc, _, err = run_cli("verify", dataset, "--workers", "1")
     assert rc == 1 and err.splitlines() == [
-        f"verify: {table}: sha256 of its first {count} entries differs from the manifest "
-        "(corrupt table)"
+        f"verify: {table}: sha256 of its first {count} entries differs from the manifest (corrupt table)"
     ]
     table.write_bytes(original[:-10])  # a truncated table
     rc, _, err = run_cli("verify", dataset)

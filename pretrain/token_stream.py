@@ -194,7 +194,10 @@ class ShardCache:
             path, old = self._open.popitem(last=False)
             self._touched.pop(path, None)
             old.close()
-        shard = OpenShard(open_shard(entry, stream, self.verify_sha256), col_names)
+        try:
+            shard = OpenShard(open_shard(entry, stream, self.verify_sha256), col_names)
+        except OSError as exc:
+            raise ShardError(f"{entry.path}: unreadable shard ({exc.strerror or exc})") from None
         self._open[entry.path] = shard
         self.opened += 1
         self.peak = max(self.peak, len(self._open))

@@ -4,8 +4,10 @@
     python pretrain/train.py ...            (one process)
     mpirun -np N python pretrain/train.py ... / srun python pretrain/train.py ...
 
-Everything that can be wrong with the command line, the config or the data directories is reported as one
-line on stderr with exit code 2 before any process group starts. Exit codes: 0 done (or preempted after its
+Everything that can be wrong with the command line, the config or the data directories (each manifest and
+shard table) is reported as one line on stderr with exit code 2 before any process group starts; a shard
+found bad when training first reads it (size, schema, rows, tokens, unreadable) ends the run with one line
+and exit code 2 as well. Exit codes: 0 done (or preempted after its
 checkpoint), 2 bad config/CLI/data, 3 untrustworthy checkpoint, 4 too many non-finite steps.
 """
 
@@ -69,10 +71,28 @@ def check_spm_model(path: str, vocab: Vocabulary, data_dir: str) -> None:
         )
 
 
+def check_data_dirs(config: PretrainConfig) -> None:
+    """Every ``data.data_dirs`` entry, not just the first: a readable manifest, one tokenizer for all,
+    consistent stream kinds, shard tables matching their manifests. Cost: the manifests plus the tables
+    (a few bytes a shard); shards themselves are checked when first opened (size, schema, rows, tokens)."""
+    from pretrain.loader import read_manifests
+
+    for directory in config.data.data_dirs:
+        if not Path(directory).is_dir():
+            raise ShardError(f"data.data_dirs: {directory} is not a directory")
+    streams, _, _ = read_manifests(config.data.data_dirs)
+    for source in streams.values():
+        entries = source.shard_table()
+        if (sum(e.rows for e in entries), sum(e.tokens for e in entries)) != (source.rows, source.tokens):
+            raise ShardError(f"stream {source.name}: its shard tables do not sum to the manifest's totals")
+
+
 def check_before_start(config: PretrainConfig, rank: RankInfo) -> Vocabulary:
     config.batch.accumulation(rank.world_size)
     check_init(config.init)
-    return dataset_vocabulary(config)
+    vocab = dataset_vocabulary(config)
+    check_data_dirs(config)
+    return vocab
 
 
 def train(config: PretrainConfig, rank: RankInfo, vocab: Vocabulary) -> int:
@@ -94,6 +114,8 @@ def train(config: PretrainConfig, rank: RankInfo, vocab: Vocabulary) -> int:
             result = Trainer(config, model, loader, rank).fit()
         finally:
             loader.close()
+    except ShardError as exc:  # a shard found bad when first read: one line, exit 2
+        raise ConfigError(f"data: {exc}") from None
     finally:
         shutdown()
     if rank.is_main:

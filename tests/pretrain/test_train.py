@@ -121,3 +121,24 @@ def test_launch_sh_runs_two_ranks_through_the_deepspeed_launcher(dataset, tmp_pa
     manifest = json.loads((run_dir / "checkpoints" / "step_000000002" / "manifest.json").read_text())
     assert manifest["world_size"] == 2
     assert {"rank_state_00000.pt", "rank_state_00001.pt"} <= set(manifest["files"])
+
+
+def test_a_bad_shard_found_during_training_is_one_line_exit_2(dataset, tmp_path):
+    rng = np.random.default_rng(3)
+    high = VOCAB.spm_size + 4
+    other = write_dataset(tmp_path / "other", VOCAB, mono={"fr": random_docs(rng, 30, 20, 300, 4, high)})
+    shard = other / "fr" / "shard-00000.arrow"
+    shard.write_bytes(shard.read_bytes()[:-64])  # the size differs from the table: seen when first opened
+    run_dir = tmp_path / "run"
+    args = common(dataset, run_dir) + [
+        "--set",
+        f"data.data_dirs=[{dataset},{other}]",
+        "--set",
+        "run.max_steps=6",
+    ]
+    args += ["--set", "checkpoint.every=0", "--set", "data.temperature=100"]
+    proc = train(args)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: data: {shard}: ") and "bytes" in last

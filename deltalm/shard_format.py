@@ -40,7 +40,7 @@ counts as of that block.
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
 import hashlib
 import json
 import mmap
@@ -264,6 +264,61 @@ def _list_column_views(column: pa.Array, path: Path, name: str) -> tuple[np.ndar
     return offsets, vals
 
 
+def _libc_mapping():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        mmap_fn, munmap_fn = libc.mmap, libc.munmap
+    except (OSError, AttributeError):
+        return None
+    mmap_fn.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int64,
+    ]
+    mmap_fn.restype = ctypes.c_void_p
+    munmap_fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    munmap_fn.restype = ctypes.c_int
+    return mmap_fn, munmap_fn
+
+
+_LIBC_MAPPING = _libc_mapping()
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class _Mapping:
+    """Owner of one read-only file mapping; unmapped when the last buffer over it is gone."""
+
+    def __init__(self, address: int, size: int):
+        self.address, self.size = address, size
+
+    def __del__(self) -> None:
+        if _LIBC_MAPPING is not None and self.address:
+            _LIBC_MAPPING[1](self.address, self.size)
+
+
+def map_file(path: str | Path) -> pa.Buffer:
+    """Map a whole file read-only and close its descriptor: the mapping holds no open file (Python's
+    ``mmap`` keeps a duplicate descriptor per mapping). Falls back to ``pyarrow.memory_map`` where libc's
+    ``mmap`` cannot be called. Raises OSError / ValueError (empty file)."""
+    if _LIBC_MAPPING is None:
+        return pa.memory_map(str(path), "r").read_buffer()
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise ValueError("empty file")
+        address = _LIBC_MAPPING[0](None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if address in (None, _MAP_FAILED):
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)
+    return pa.foreign_buffer(address, size, base=_Mapping(address, size))
+
+
 class ShardReader:
     """Memory-mapped, zero-copy access to one shard. Opening it reads only the Arrow footer."""
 
@@ -272,13 +327,8 @@ class ShardReader:
 
         self.path = Path(path)
         try:
-            # Map the file and close its descriptor at once: an open shard costs one mapping, no open file.
-            fd = os.open(str(self.path), os.O_RDONLY)
-            try:
-                self._source = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-            finally:
-                os.close(fd)
-            self._reader = ipc.open_file(pa.BufferReader(pa.py_buffer(self._source)))
+            self._source = map_file(self.path)
+            self._reader = ipc.open_file(pa.BufferReader(self._source))
         except (OSError, ValueError, pa.ArrowInvalid) as exc:
             raise ShardError(f"{self.path}: not a readable Arrow shard ({exc})") from None
         meta = {k.decode(): v.decode() for k, v in (self._reader.schema.metadata or {}).items()}
@@ -329,13 +379,10 @@ class ShardReader:
         return self.columns["tgt"]
 
     def close(self) -> None:
-        """Drop the views; the mapping goes when no array taken from it is alive any more."""
+        """Drop the views; the file is unmapped when no array taken from it is alive any more."""
         self.columns.clear()
         self._reader = None
-        source, self._source = self._source, None
-        if source is not None:
-            with contextlib.suppress(BufferError):  # a caller still holds a view: unmapped when it goes
-                source.close()
+        self._source = None
 
     def __enter__(self) -> ShardReader:
         return self

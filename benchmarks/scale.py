@@ -100,6 +100,7 @@ def loader_probe(data_dir: Path, world: int, rank: int, batches: int, micro_batc
     from pretrain.data_config import PretrainDataConfig
     from pretrain.loader import PretrainLoader
 
+    # (imports first: RSS growth is the loader's, not torch's)
     rss_before, files_before = _status("VmRSS"), _open_files()
     config = PretrainDataConfig.from_dict(
         {"data_dirs": [str(data_dir)], "translation_ratio": 0.0, "prefetch": 0, "input_length": 512}

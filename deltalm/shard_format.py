@@ -54,6 +54,7 @@ import pyarrow as pa
 FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 SHARD_TABLE_NAME = "shards.jsonl"
+_SHARD_KEYS = frozenset(("path", "rows", "tokens", "bytes", "sha256"))
 
 
 class ShardError(ValueError):
@@ -195,9 +196,7 @@ def load_shard_table(directory: str | Path, name: str, stream: dict) -> list[dic
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ShardError(f"{path}: unreadable shard table ({exc})") from None
     for entry in entries:
-        if not isinstance(entry, dict) or not all(
-            k in entry for k in ("path", "rows", "tokens", "bytes", "sha256")
-        ):
+        if type(entry) is not dict or not entry.keys() >= _SHARD_KEYS:
             raise ShardError(f"{path}: bad shard entry {entry!r}")
     return entries
 

@@ -27,9 +27,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from pretrain.data_config import PretrainDataConfig
 from pretrain.mixture import StreamMixture
 from pretrain.objectives import corrupted_lengths, corruption_lengths, span_corruption_batch
 from pretrain.prefetch import Prefetcher
-from pretrain.token_stream import ShardCache, ShardEntry, TokenStream
+from pretrain.token_stream import ShardCache, ShardTable, TokenStream
 
 log = logging.getLogger(__name__)
 
@@ -82,24 +82,13 @@ class StreamSource:
     tokens: int
     parts: list[tuple[str, dict]]  # (data directory, that directory's stream record)
 
-    def shard_table(self) -> list[ShardEntry]:
+    def shard_table(self) -> ShardTable:
         """The stream's shards, directory after directory (reads the tables: O(shards of this stream))."""
-        entries = []
-        for directory, record in self.parts:
-            for shard in load_shard_table(directory, self.name, record):
-                try:
-                    entries.append(
-                        ShardEntry(
-                            Path(directory) / shard["path"],
-                            int(shard["rows"]),
-                            int(shard["tokens"]),
-                            int(shard["bytes"]),
-                            str(shard["sha256"]),
-                        )
-                    )
-                except (KeyError, TypeError, ValueError) as exc:
-                    raise ShardError(f"{directory}/{self.name}: bad shard entry ({exc})") from None
-        return entries
+        parts = [(d, load_shard_table(d, self.name, record)) for d, record in self.parts]
+        try:
+            return ShardTable.from_tables([(os.fspath(d), entries) for d, entries in parts])
+        except ValueError as exc:
+            raise ShardError(f"stream {self.name}: {exc}") from None
 
 
 def read_manifests(data_dirs: list[str]) -> tuple[dict[str, StreamSource], list[str], dict]:

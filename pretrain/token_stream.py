@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -70,16 +71,52 @@ def release_mapped_pages(array: np.ndarray) -> bool:
 class ShardEntry:
     """A manifest's shard entry resolved against its dataset directory."""
 
-    path: Path
+    path: str  # a string, not a Path: a stream's table becomes thousands of these at once
     rows: int
     tokens: int
     bytes: int
     sha256: str
 
 
+@dataclass
+class ShardTable:
+    """A stream's shards as columns (what a window lookup needs), entries built only for shards opened."""
+
+    dirs: list[str]  # dataset directory of each shard
+    paths: list[str]  # path relative to its directory
+    rows: np.ndarray  # int64 [S]
+    tokens: np.ndarray  # int64 [S]
+    bytes: np.ndarray  # int64 [S]
+    sha256: list[str]
+
+    @classmethod
+    def from_tables(cls, parts: list[tuple[str, list[dict]]]) -> ShardTable:
+        """``parts``: (directory, its table entries) in data_dirs order; a malformed entry is a ValueError."""
+        dirs, paths, sha, counts = [], [], [], {"rows": [], "tokens": [], "bytes": []}
+        for directory, entries in parts:
+            n = len(entries)
+            dirs += [directory] * n
+            try:
+                paths += [str(e["path"]) for e in entries]
+                sha += [str(e["sha256"]) for e in entries]
+                for key, column in counts.items():
+                    column.append(np.fromiter((e[key] for e in entries), dtype=np.int64, count=n))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"bad shard entry in {directory} ({exc!r})") from None
+        cols = {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in counts.items()}
+        return cls(dirs, paths, cols["rows"], cols["tokens"], cols["bytes"], sha)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def entry(self, i: int) -> ShardEntry:
+        path = os.path.join(self.dirs[i], self.paths[i])
+        return ShardEntry(path, int(self.rows[i]), int(self.tokens[i]), int(self.bytes[i]), self.sha256[i])
+
+
 def open_shard(entry: ShardEntry, stream: dict, verify_sha256: bool) -> ShardReader:
     """Open one shard and check it against its manifest entry; a mismatch is a :class:`ShardError`."""
-    path = entry.path
+    path = Path(entry.path)
     if not path.is_file():
         raise ShardError(f"{path}: listed in the manifest but missing")
     size = path.stat().st_size
@@ -181,8 +218,8 @@ class ShardCache:
         if capacity < 1:
             raise ValueError(f"shard cache capacity must be >= 1, got {capacity}")
         self.capacity, self.verify_sha256 = capacity, verify_sha256
-        self._open: OrderedDict[Path, OpenShard] = OrderedDict()
-        self._touched: dict[Path, OpenShard] = {}
+        self._open: OrderedDict[str, OpenShard] = OrderedDict()
+        self._touched: dict[str, OpenShard] = {}
         self.opened = self.peak = 0
 
     def get(self, entry: ShardEntry, stream: dict, col_names: list[str]) -> OpenShard:
@@ -203,7 +240,7 @@ class ShardCache:
         self.peak = max(self.peak, len(self._open))
         return shard
 
-    def touched(self, path: Path, shard: OpenShard) -> None:
+    def touched(self, path: str, shard: OpenShard) -> None:
         self._touched[path] = shard
 
     def release_pages(self) -> None:
@@ -234,7 +271,7 @@ class TokenStream:
         name: str,
         kind: str,
         stream: dict,
-        shard_table: Callable[[], list[ShardEntry]],
+        shard_table: Callable[[], ShardTable],
         rows: int,
         tokens: int,
         raw_length: int,
@@ -255,34 +292,31 @@ class TokenStream:
         # Epoch length: every piece plus its </s>, once per direction.
         self.epoch_length = self.directions * (self.tokens + self.rows * self.num_cols)
         self._key = zlib.crc32(name.encode("utf-8"))
-        self._entries: list[ShardEntry] | None = None
+        self._table: ShardTable | None = None
         self._shard_lengths: np.ndarray | None = None
         self._epochs: OrderedDict[int, _Epoch] = OrderedDict()
         self._layouts: OrderedDict[tuple[int, int], _ShardLayout] = OrderedDict()
 
     # ------------------------------------------------------------------ shards
     @property
-    def entries(self) -> list[ShardEntry]:
-        if self._entries is None:
-            entries = self._shard_table()
-            rows = sum(e.rows for e in entries)
-            tokens = sum(e.tokens for e in entries)
+    def table(self) -> ShardTable:
+        if self._table is None:
+            table = self._shard_table()
+            rows, tokens = int(table.rows.sum()), int(table.tokens.sum())
             if (rows, tokens) != (self.rows, self.tokens):
                 raise ShardError(
                     f"stream {self.name}: its shard tables sum to {rows} rows / {tokens} tokens, the manifest "
                     f"says {self.rows} / {self.tokens}"
                 )
-            lengths = [self.directions * (e.tokens + e.rows * self.num_cols) for e in entries]
-            self._shard_lengths = np.asarray(lengths, dtype=np.int64)
-            self._entries = entries
-        return self._entries
+            self._shard_lengths = self.directions * (table.tokens + table.rows * self.num_cols)
+            self._table = table
+        return self._table
 
     def epoch(self, e: int) -> _Epoch:
         cached = self._epochs.get(e)
         if cached is not None:
             return cached
-        entries = self.entries
-        order = np.random.default_rng([self.seed, self._key, e]).permutation(len(entries))
+        order = np.random.default_rng([self.seed, self._key, e]).permutation(len(self.table))
         epoch = _Epoch(order, np.cumsum(self._shard_lengths[order]))
         self._epochs[e] = epoch
         while len(self._epochs) > 3:
@@ -384,7 +418,7 @@ class TokenStream:
         for slot in np.unique(seg_slot):
             sel = seg_slot == slot
             s = int(epoch.shard_order[slot])
-            entry = self.entries[s]
+            entry = self.table.entry(s)
             shard = self.cache.get(entry, self.stream, self.col_names)
             base = slot_begin[sel]
             self._fill(self.layout(e, s, shard), shard, s_lo[sel] - base, s_hi[sel] - base, s_dst[sel], flat)

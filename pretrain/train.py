@@ -82,8 +82,8 @@ def check_data_dirs(config: PretrainConfig) -> None:
             raise ShardError(f"data.data_dirs: {directory} is not a directory")
     streams, _, _ = read_manifests(config.data.data_dirs)
     for source in streams.values():
-        entries = source.shard_table()
-        if (sum(e.rows for e in entries), sum(e.tokens for e in entries)) != (source.rows, source.tokens):
+        table = source.shard_table()
+        if (int(table.rows.sum()), int(table.tokens.sum())) != (source.rows, source.tokens):
             raise ShardError(f"stream {source.name}: its shard tables do not sum to the manifest's totals")
 
 

@@ -429,7 +429,7 @@ def test_shards_open_lazily_in_a_bounded_cache(tmp_path):
     for capacity in (128, 2):
         config = make_config(tmp_path, translation_ratio=0.0, input_length=24, max_open_shards=capacity)
         loader = PretrainLoader(config, VOCAB, micro_batch_size=4, seed=3, dp_rank=1, dp_world_size=3)
-        assert len(loader.cache) == 0 and all(s._entries is None for s in loader.streams.values())
+        assert len(loader.cache) == 0 and all(s._table is None for s in loader.streams.values())
         batches[capacity] = [loader.next_batch()["encoder_input_tokens"] for _ in range(40)]
         assert loader.cache.peak <= capacity
         if capacity == 2:

@@ -172,14 +172,14 @@ def read_table_lines(path: Path, count: int) -> tuple[list[bytes], int]:
     return [line + b"\n" for line in lines[: min(count, complete)]], complete
 
 
-def load_shard_table(directory: str | Path, name: str, stream: dict) -> list[dict]:
-    """The ``num_shards`` entries of stream ``name``'s table, checked against ``shards_sha256``."""
+def _table_payload(directory: str | Path, name: str, stream: dict) -> tuple[Path, bytes, int]:
+    """(table path, its first ``num_shards`` lines, num_shards), checked against ``shards_sha256``."""
     path = Path(directory) / name / SHARD_TABLE_NAME
     count = stream.get("num_shards")
     if not isinstance(count, int) or count < 0:
         raise ShardError(f"{Path(directory) / MANIFEST_NAME}: stream {name}: bad num_shards {count!r}")
     if count == 0:
-        return []
+        return path, b"", 0
     try:
         lines, _ = read_table_lines(path, count)
     except OSError as exc:
@@ -191,14 +191,56 @@ def load_shard_table(directory: str | Path, name: str, stream: dict) -> list[dic
         raise ShardError(
             f"{path}: sha256 of its first {count} entries differs from the manifest (corrupt table)"
         )
+    return path, payload, count
+
+
+def load_shard_table(directory: str | Path, name: str, stream: dict) -> list[dict]:
+    """The ``num_shards`` entries of stream ``name``'s table as dicts, checked against ``shards_sha256``."""
+    path, payload, count = _table_payload(directory, name, stream)
+    if count == 0:
+        return []
     try:
-        entries = json.loads(b"[" + b",".join(lines) + b"]")
+        entries = json.loads(b"[" + payload.replace(b"\n", b",")[:-1] + b"]")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ShardError(f"{path}: unreadable shard table ({exc})") from None
     for entry in entries:
         if type(entry) is not dict or not entry.keys() >= _SHARD_KEYS:
             raise ShardError(f"{path}: bad shard entry {entry!r}")
     return entries
+
+
+_TABLE_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("rows", pa.int64()),
+        ("tokens", pa.int64()),
+        ("bytes", pa.int64()),
+        ("sha256", pa.string()),
+    ]
+)
+
+
+def load_shard_columns(directory: str | Path, name: str, stream: dict) -> pa.Table:
+    """The same entries as columns (``path``, ``rows``, ``tokens``, ``bytes``, ``sha256``), parsed by
+    Arrow's JSON reader: no Python object per shard (what the loader keeps for a stream)."""
+    import pyarrow.json as pa_json
+
+    path, payload, count = _table_payload(directory, name, stream)
+    if count == 0:
+        return _TABLE_SCHEMA.empty_table()
+    try:
+        table = pa_json.read_json(
+            pa.BufferReader(payload),
+            read_options=pa_json.ReadOptions(use_threads=False, block_size=max(len(payload), 1 << 20)),
+            parse_options=pa_json.ParseOptions(
+                explicit_schema=_TABLE_SCHEMA, unexpected_field_behavior="ignore"
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ShardError(f"{path}: unreadable shard table ({str(exc).splitlines()[0]})") from None
+    if table.num_rows != count or any(column.null_count for column in table.columns):
+        raise ShardError(f"{path}: bad shard entries (a key is missing)")
+    return table
 
 
 def write_dataset_manifest(directory: str | Path, manifest: dict) -> None:

@@ -24,6 +24,7 @@ with other corruption settings is refused, naming the difference.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 
 from deltalm.config_tree import ConfigError
-from deltalm.shard_format import ShardError, load_manifest, load_shard_table, manifest_fingerprint
+from deltalm.shard_format import ShardError, load_manifest, load_shard_columns, manifest_fingerprint
 from deltalm.vocabulary import Vocabulary
 from pretrain.data_config import PretrainDataConfig
 from pretrain.mixture import StreamMixture
@@ -82,13 +83,10 @@ class StreamSource:
     tokens: int
     parts: list[tuple[str, dict]]  # (data directory, that directory's stream record)
 
-    def shard_table(self) -> ShardTable:
+    def shard_table(self, keep_sha256: bool = False) -> ShardTable:
         """The stream's shards, directory after directory (reads the tables: O(shards of this stream))."""
-        parts = [(d, load_shard_table(d, self.name, record)) for d, record in self.parts]
-        try:
-            return ShardTable.from_tables([(os.fspath(d), entries) for d, entries in parts])
-        except ValueError as exc:
-            raise ShardError(f"stream {self.name}: {exc}") from None
+        parts = [(os.fspath(d), load_shard_columns(d, self.name, record)) for d, record in self.parts]
+        return ShardTable(parts, keep_sha256)
 
 
 def read_manifests(data_dirs: list[str]) -> tuple[dict[str, StreamSource], list[str], dict]:
@@ -221,7 +219,7 @@ class PretrainLoader:
                 name,
                 kind,
                 source.record,
-                source.shard_table,
+                functools.partial(source.shard_table, config.verify_sha256),
                 source.rows,
                 source.tokens,
                 raw,

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from deltalm.shard_format import ShardError, ShardReader
 from deltalm.vocabulary import file_sha256
@@ -78,40 +79,38 @@ class ShardEntry:
     sha256: str
 
 
-@dataclass
 class ShardTable:
-    """A stream's shards as columns (what a window lookup needs), entries built only for shards opened."""
+    """A stream's shards as columns (what a window lookup needs); an entry is built only for a shard
+    opened. Per shard it holds three int64 counts and its path and sha256 in Arrow string buffers."""
 
-    dirs: list[str]  # dataset directory of each shard
-    paths: list[str]  # path relative to its directory
-    rows: np.ndarray  # int64 [S]
-    tokens: np.ndarray  # int64 [S]
-    bytes: np.ndarray  # int64 [S]
-    sha256: list[str]
+    def __init__(self, parts: list[tuple[str, pa.Table]], keep_sha256: bool = False):
+        """``parts``: (dataset directory, its table columns) in data_dirs order; the sha256 column is kept
+        only with ``keep_sha256`` (shards hashed when opened)."""
+        self.dirs = [directory for directory, _ in parts]
+        counts = [table.num_rows for _, table in parts]
+        self.part_starts = np.cumsum([0, *counts])[:-1]
+        tables = [table for _, table in parts]
+        merged = pa.concat_tables(tables).combine_chunks() if tables else None
+        n = int(sum(counts))
 
-    @classmethod
-    def from_tables(cls, parts: list[tuple[str, list[dict]]]) -> ShardTable:
-        """``parts``: (directory, its table entries) in data_dirs order; a malformed entry is a ValueError."""
-        dirs, paths, sha, counts = [], [], [], {"rows": [], "tokens": [], "bytes": []}
-        for directory, entries in parts:
-            n = len(entries)
-            dirs += [directory] * n
-            try:
-                paths += [str(e["path"]) for e in entries]
-                sha += [str(e["sha256"]) for e in entries]
-                for key, column in counts.items():
-                    column.append(np.fromiter((e[key] for e in entries), dtype=np.int64, count=n))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"bad shard entry in {directory} ({exc!r})") from None
-        cols = {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in counts.items()}
-        return cls(dirs, paths, cols["rows"], cols["tokens"], cols["bytes"], sha)
+        def ints(name: str) -> np.ndarray:
+            if merged is None or n == 0:
+                return np.zeros(0, dtype=np.int64)
+            return merged.column(name).to_numpy().astype(np.int64, copy=False)
+
+        self.rows, self.tokens, self.bytes = ints("rows"), ints("tokens"), ints("bytes")
+        self.paths = merged.column("path") if merged is not None else None
+        self.sha256 = merged.column("sha256") if merged is not None and keep_sha256 else None
+        self._len = n
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return self._len
 
     def entry(self, i: int) -> ShardEntry:
-        path = os.path.join(self.dirs[i], self.paths[i])
-        return ShardEntry(path, int(self.rows[i]), int(self.tokens[i]), int(self.bytes[i]), self.sha256[i])
+        part = int(np.searchsorted(self.part_starts, i, side="right")) - 1
+        path = os.path.join(self.dirs[part], self.paths[i].as_py())
+        sha256 = self.sha256[i].as_py() if self.sha256 is not None else ""
+        return ShardEntry(path, int(self.rows[i]), int(self.tokens[i]), int(self.bytes[i]), sha256)
 
 
 def open_shard(entry: ShardEntry, stream: dict, verify_sha256: bool) -> ShardReader:

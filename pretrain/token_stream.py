@@ -217,30 +217,34 @@ class ShardCache:
         if capacity < 1:
             raise ValueError(f"shard cache capacity must be >= 1, got {capacity}")
         self.capacity, self.verify_sha256 = capacity, verify_sha256
-        self._open: OrderedDict[str, OpenShard] = OrderedDict()
-        self._touched: dict[str, OpenShard] = {}
+        self._open: OrderedDict[tuple, OpenShard] = OrderedDict()
+        self._touched: dict[tuple, OpenShard] = {}
         self.opened = self.peak = 0
 
-    def get(self, entry: ShardEntry, stream: dict, col_names: list[str]) -> OpenShard:
-        shard = self._open.get(entry.path)
+    def get(
+        self, key: tuple, entry: Callable[[], ShardEntry], stream: dict, col_names: list[str]
+    ) -> OpenShard:
+        """The open shard ``key`` (any hashable naming it), opened from ``entry()`` on a miss."""
+        shard = self._open.get(key)
         if shard is not None:
-            self._open.move_to_end(entry.path)
+            self._open.move_to_end(key)
             return shard
         while len(self._open) >= self.capacity:
-            path, old = self._open.popitem(last=False)
-            self._touched.pop(path, None)
+            old_key, old = self._open.popitem(last=False)
+            self._touched.pop(old_key, None)
             old.close()
+        resolved = entry()
         try:
-            shard = OpenShard(open_shard(entry, stream, self.verify_sha256), col_names)
+            shard = OpenShard(open_shard(resolved, stream, self.verify_sha256), col_names)
         except OSError as exc:
-            raise ShardError(f"{entry.path}: unreadable shard ({exc.strerror or exc})") from None
-        self._open[entry.path] = shard
+            raise ShardError(f"{resolved.path}: unreadable shard ({exc.strerror or exc})") from None
+        self._open[key] = shard
         self.opened += 1
         self.peak = max(self.peak, len(self._open))
         return shard
 
-    def touched(self, path: str, shard: OpenShard) -> None:
-        self._touched[path] = shard
+    def touched(self, key: tuple, shard: OpenShard) -> None:
+        self._touched[key] = shard
 
     def release_pages(self) -> None:
         """Release the pages read since the last call, in the shards read since then (not every shard)."""
@@ -397,6 +401,12 @@ class TokenStream:
         ends = epoch.ends
         first = np.searchsorted(ends, lo, side="right")
         last = np.searchsorted(ends, hi - 1, side="right")
+        if first[0] == last[0] and (len(lo) == 1 or (first == first[0]).all() and (last == first[0]).all()):
+            # Every range inside one shard (the common case: a stream's windows are consecutive).
+            slot = int(first[0])
+            base = int(ends[slot] - self._shard_lengths[epoch.shard_order[slot]])
+            self._fill_shard(e, int(epoch.shard_order[slot]), lo - base, hi - base, dst0, flat)
+            return
         count = last - first + 1
         seg_chunk = np.repeat(np.arange(len(lo)), count)
         seg_base = np.cumsum(count) - count
@@ -416,12 +426,19 @@ class TokenStream:
         )
         for slot in np.unique(seg_slot):
             sel = seg_slot == slot
-            s = int(epoch.shard_order[slot])
-            entry = self.table.entry(s)
-            shard = self.cache.get(entry, self.stream, self.col_names)
             base = slot_begin[sel]
-            self._fill(self.layout(e, s, shard), shard, s_lo[sel] - base, s_hi[sel] - base, s_dst[sel], flat)
-            self.cache.touched(entry.path, shard)
+            self._fill_shard(
+                e, int(epoch.shard_order[slot]), s_lo[sel] - base, s_hi[sel] - base, s_dst[sel], flat
+            )
+
+    def _fill_shard(
+        self, e: int, s: int, lo: np.ndarray, hi: np.ndarray, dst0: np.ndarray, flat: np.ndarray
+    ) -> None:
+        """Fill shard-local ranges of stream shard ``s`` in epoch ``e`` (opening the shard if needed)."""
+        key = (self.name, s)
+        shard = self.cache.get(key, lambda: self.table.entry(s), self.stream, self.col_names)
+        self._fill(self.layout(e, s, shard), shard, lo, hi, dst0, flat)
+        self.cache.touched(key, shard)
 
     def _fill(
         self,

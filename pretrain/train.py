@@ -5,9 +5,9 @@
     mpirun -np N python pretrain/train.py ... / srun python pretrain/train.py ...
 
 Everything that can be wrong with the command line, the config or the data directories (each manifest and
-shard table) is reported as one line on stderr with exit code 2 before any process group starts; a shard
-found bad when training first reads it (size, schema, rows, tokens, unreadable) ends the run with one line
-and exit code 2 as well. Exit codes: 0 done (or preempted after its
+shard table, every shard's presence and size, split across the ranks) is reported as one line on stderr with
+exit code 2 before any process group starts; a shard found bad when training first reads it (schema, rows,
+tokens, unreadable) ends the run with one line and exit code 2 as well. Exit codes: 0 done (or preempted after its
 checkpoint), 2 bad config/CLI/data, 3 untrustworthy checkpoint, 4 too many non-finite steps.
 """
 
@@ -71,10 +71,11 @@ def check_spm_model(path: str, vocab: Vocabulary, data_dir: str) -> None:
         )
 
 
-def check_data_dirs(config: PretrainConfig) -> None:
+def check_data_dirs(config: PretrainConfig, rank: RankInfo) -> None:
     """Every ``data.data_dirs`` entry, not just the first: a readable manifest, one tokenizer for all,
-    consistent stream kinds, shard tables matching their manifests. Cost: the manifests plus the tables
-    (a few bytes a shard); shards themselves are checked when first opened (size, schema, rows, tokens)."""
+    consistent stream kinds, shard tables matching their manifests, and every listed shard present with its
+    listed size. The shard files are split across the ranks (rank r stats shards r, r + world, ...), so each
+    rank's cost is its share; schema, rows and tokens are checked when a shard is first opened."""
     from pretrain.loader import read_manifests
 
     for directory in config.data.data_dirs:
@@ -85,13 +86,25 @@ def check_data_dirs(config: PretrainConfig) -> None:
         table = source.shard_table()
         if (int(table.rows.sum()), int(table.tokens.sum())) != (source.rows, source.tokens):
             raise ShardError(f"stream {source.name}: its shard tables do not sum to the manifest's totals")
+        for i in range(rank.rank, len(table), rank.world_size):
+            entry = table.entry(i)
+            try:
+                size = os.stat(entry.path).st_size
+            except FileNotFoundError:
+                raise ShardError(f"{entry.path}: listed in the manifest but missing") from None
+            except OSError as exc:
+                raise ShardError(f"{entry.path}: unreadable shard ({exc.strerror or exc})") from None
+            if size != entry.bytes:
+                raise ShardError(
+                    f"{entry.path}: {size} bytes, the manifest says {entry.bytes} (corrupt or replaced shard)"
+                )
 
 
 def check_before_start(config: PretrainConfig, rank: RankInfo) -> Vocabulary:
     config.batch.accumulation(rank.world_size)
     check_init(config.init)
     vocab = dataset_vocabulary(config)
-    check_data_dirs(config)
+    check_data_dirs(config, rank)
     return vocab
 
 

@@ -106,6 +106,11 @@ def _replace_in(path: Path, old: str, new: str) -> None:
             "{other}/fr/shards.jsonl",
         ),
         (lambda d: (d / "manifest.json").write_text("{"), "{other}/manifest.json: unreadable manifest"),
+        (lambda d: (d / "fr" / "shard-00000.arrow").unlink(), "{other}/fr/shard-00000.arrow: listed in"),
+        (
+            lambda d: (d / "fr" / "shard-00000.arrow").write_bytes(b"short"),
+            "{other}/fr/shard-00000.arrow: 5 bytes, the manifest says",
+        ),
     ],
 )
 def test_every_data_dir_is_checked_before_start(tmp_path, edit, message):

@@ -93,7 +93,7 @@ def checkpoint_vocabulary(ckpt: EngineCheckpoint, spm: str | None = None) -> Voc
 
             task_config = from_dict(TaskConfig, task, prefix="task")
             vocab = Vocabulary.from_spm(path, num_sentinels=task_config.num_sentinels)
-            vocab = vocab.with_lang_tags(task_config.languages())
+            vocab = vocab.with_lang_tags(task_config.vocabulary_tags())
         else:
             vocab = Vocabulary.from_spm(path)
     except (ValueError, ConfigError) as exc:

@@ -106,6 +106,18 @@ def source_ids(
     return out
 
 
+def check_tgt_lang(vocab: Vocabulary, tgt_lang: str | None) -> None:
+    """Refuse (GenerateError) a target language the tagged model has no tag for, or none for a tagged model."""
+    if vocab.lang_tags and not tgt_lang:
+        raise GenerateError(
+            f"the model has language tags ({', '.join(vocab.lang_tags)}); give --tgt-lang with one of them"
+        )
+    if tgt_lang and vocab.lang_tags and tgt_lang not in vocab.lang_tags:
+        raise GenerateError(
+            f"--tgt-lang {tgt_lang}: the model has no tag for it (tags: {', '.join(vocab.lang_tags)})"
+        )
+
+
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices of non-empty items sorted by length (longest first, ties in input order), cut into batches."""
     order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: (-lengths[i], i))
@@ -127,10 +139,7 @@ def translate(
 
     options = options or GenerateOptions()
     options.validate()
-    if tgt_lang and vocab.lang_tags and tgt_lang not in vocab.lang_tags:
-        raise GenerateError(
-            f"--tgt-lang {tgt_lang}: the model has no tag for it (tags: {', '.join(vocab.lang_tags)})"
-        )
+    check_tgt_lang(vocab, tgt_lang)
     limit = model.config.max_source_length
     sources = source_ids(lines, vocab, tgt_lang, limit)
     out = [""] * len(lines)
@@ -238,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         options.validate()
         device = pick_device(args.device)
         model, vocab = load_model(args.model, device)
+        check_tgt_lang(vocab, args.tgt_lang)  # before reading any input
         if not args.quiet:
             print(
                 f"[generate] model {args.model} on {device}, beam {options.beam}", file=sys.stderr, flush=True

@@ -111,6 +111,7 @@ def hypothesis_lines(
 def evaluate(model_dir: str, task: TaskConfig, output_dir: str, device: str = "cpu") -> dict:
     from deltalm.adapters.pretrained import from_pretrained, pretrained_vocabulary
 
+    task.check_bleu_tokenizers(task.test)
     vocab = pretrained_vocabulary(model_dir)
     if vocab is None:
         if not task.spm_model:
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         if not task.test:
             raise ConfigError("nothing to evaluate: give --data or task.test in the config")
+        task.check_bleu_tokenizers(task.test)
         with torch.no_grad():
             evaluate(args.model, task, args.output_dir, device=args.device)
     except (ConfigError, DataError, TaskError, CheckpointError, ValueError) as exc:

@@ -40,9 +40,9 @@ from finetune.criterion import make_criterion  # noqa: E402
 from finetune.data import FinetuneBatches, load_split, print_report, task_vocabulary  # noqa: E402
 from finetune.decoding import gather_texts, generate, validation_loss  # noqa: E402
 from finetune.metrics import score_all  # noqa: E402
-from finetune.model_init import initial_model  # noqa: E402
+from finetune.model_init import init_lang_tags, initial_model  # noqa: E402
 from finetune.readers import DataError  # noqa: E402
-from finetune.tasks import DEFAULT_MAX_SOURCE, Example, TaskError  # noqa: E402
+from finetune.tasks import Example, TaskError  # noqa: E402
 
 USER_ERRORS = (
     ConfigError,
@@ -230,20 +230,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def check_length_limits(task, model_config) -> None:
-    """Refuse source/target limits the model's position table cannot hold (one line, before training)."""
-    limit = model_config.max_source_length
-    source = task.max_source_length or DEFAULT_MAX_SOURCE[task.name]
-    for key, value in (("max_source_length", source), ("max_target_length", task.max_target_length)):
-        if value > limit:
-            raise ConfigError(
-                f"task.{key}={value} exceeds the model's position table ({limit} tokens); set task.{key}<={limit}"
-            )
+    """Refuse task limits the loaded model's position table cannot hold (one line, before training)."""
+    task.check_lengths(model_config.max_source_length, f"max_positions={model_config.max_positions}")
 
 
 def run(config: FinetuneConfig) -> dict:
     """Train per ``config`` in this process (one rank); returns the summary written to ``summary.json``."""
     rank = discover()
-    vocab = task_vocabulary(config.task)
+    config.batch.accumulation(rank.world_size)  # an indivisible global batch is refused before any work
+    vocab = task_vocabulary(config.task, saved_tags=init_lang_tags(config.init))
+    config.task.lang_tags = list(vocab.lang_tags)  # the resolved tag order goes into config.yaml
     train, train_report = load_split(config.task, config.task.train, vocab, training=True)
     valid, valid_report = ({}, None)
     if config.task.valid:

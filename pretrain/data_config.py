@@ -64,6 +64,50 @@ class PretrainDataConfig:
     verify_sha256: bool = False
     spm_model: str = ""
 
+    def objective_lengths(self) -> dict[str, tuple[int, int, int]]:
+        """``{key: (encoder length, decoder length, noise spans)}`` of the batches each objective makes
+        (``input_length`` for span corruption, ``translation_input_length`` for translation span corruption),
+        the raw window chosen as T5 does (:func:`pretrain.objectives.corruption_lengths`)."""
+        from pretrain.objectives import corrupted_lengths, corruption_lengths
+
+        out = {}
+        for key, density, span in (
+            ("input_length", self.noise_density, self.mean_span),
+            ("translation_input_length", self.translation_noise_density, self.translation_mean_span),
+        ):
+            if (key == "input_length" and self.translation_ratio == 1.0) or (
+                key == "translation_input_length" and self.translation_ratio == 0.0
+            ):
+                continue  # that objective never runs
+            raw, _ = corruption_lengths(getattr(self, key), density, span)
+            inputs, targets, spans = corrupted_lengths(raw, density, span)
+            out[key] = (inputs, targets - spans if self.drop_sentinels else targets, spans)
+        return out
+
+    def check_lengths(self, limit: int, table: str) -> None:
+        """Refuse (one line) an objective whose encoder or decoder length exceeds ``limit`` positions."""
+        for key, (inputs, targets, _spans) in self.objective_lengths().items():
+            value = getattr(self, key)
+            if inputs > limit:
+                raise ConfigError(
+                    f"data.{key}={value} exceeds the model's position table ({limit} tokens, {table}); "
+                    f"set data.{key}<={limit}"
+                )
+            if targets > limit:
+                raise ConfigError(
+                    f"data.{key}={value} makes {targets}-token targets, more than the model's position table "
+                    f"({limit} tokens, {table}); lower data.{key} or its noise density"
+                )
+
+    def check_sentinels(self, num_sentinels: int) -> None:
+        """Refuse (one line) an objective needing more noise spans than the vocabulary has sentinels."""
+        for key, (_inputs, _targets, spans) in self.objective_lengths().items():
+            if spans > num_sentinels:
+                raise ConfigError(
+                    f"data.{key}={getattr(self, key)}: {spans} noise spans need more sentinels than the "
+                    f"vocabulary's {num_sentinels}; lower it"
+                )
+
     @classmethod
     def from_dict(cls, data: dict, prefix: str = "data") -> PretrainDataConfig:
         config = from_dict(cls, data, prefix=prefix)
@@ -94,3 +138,5 @@ class PretrainDataConfig:
             raise ConfigError(f"data.max_open_shards: {self.max_open_shards} must be >= 1")
         if self.prefetch < 0:
             raise ConfigError(f"data.prefetch: {self.prefetch} must be >= 0")
+        if any(not d for d in self.data_dirs):
+            raise ConfigError("data.data_dirs: an entry is empty")

@@ -104,6 +104,7 @@ def check_before_start(config: PretrainConfig, rank: RankInfo) -> Vocabulary:
     config.batch.accumulation(rank.world_size)
     check_init(config.init)
     vocab = dataset_vocabulary(config)
+    config.data.check_sentinels(vocab.num_sentinels)
     check_data_dirs(config, rank)
     return vocab
 

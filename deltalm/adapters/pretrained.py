@@ -116,6 +116,12 @@ def _repad_vocabulary_rows(state: dict, expected: dict, vocab_size: int) -> None
     state[key] = rows
 
 
+def saved_lang_tags(directory: str | Path) -> tuple[str, ...]:
+    """The language tags (id order) of the vocabulary saved with the model; () when none was saved."""
+    info = _read_meta(Path(directory)).get("vocabulary") or {}
+    return tuple(info.get("lang_tags") or ())
+
+
 def pretrained_vocabulary(directory: str | Path) -> Vocabulary | None:
     """The vocabulary saved with the model (None when none was saved or it has no SentencePiece file)."""
     directory = Path(directory)

@@ -2,7 +2,7 @@
 
 One optimizer step (:meth:`Trainer.train_step`) reads as its named parts: fetch the micro-batches, all-reduce
 the step's real-token count, forward/backward each micro-batch with its loss sum scaled by
-``world / global_tokens`` (so DeepSpeed's gradient averaging yields the exact global token mean, DESIGN.md §5),
+``world / global_tokens`` (so DeepSpeed's gradient averaging yields the exact global token mean),
 all-reduce the loss and the non-finite/stop flags, step (the guard skips a non-finite step at every ZeRO stage),
 log. Randomness (dropout) is derived from ``(seed, global micro-batch slot)``, so a resumed run and a run with a
 different rank layout draw the same masks and no RNG state has to be saved.
@@ -262,7 +262,7 @@ class Trainer:
         step = self.state.step + 1
         micro_batches = [self.batches.next_batch() for _ in range(self.accumulation)]
         global_tokens, global_samples, global_flops = self._count_global_work(micro_batches)
-        lr = self._set_learning_rate(step)
+        lr = self._set_learning_rate(self.state.step - self.state.skipped_steps + 1)
         loss_sum, nll_sum, nonfinite = self._forward_backward(step, micro_batches, global_tokens)
         totals = _all_reduce([loss_sum, nll_sum, nonfinite, float(self.preemption.requested)], self.device)
         outcome, grad_norm = self._optimizer_step(force_skip=totals[2] > 0)
@@ -311,8 +311,11 @@ class Trainer:
             raise RuntimeError(f"step {self.state.step + 1}: the global batch has no target tokens")
         return global_tokens, global_samples, global_flops
 
-    def _set_learning_rate(self, step: int) -> float:
-        lr = self.schedule.lr_at(step)
+    def _set_learning_rate(self, schedule_step: int) -> float:
+        """Set the LR of the ``schedule_step``-th applied update: skipped steps (non-finite, fp16 overflow) do not
+        advance the schedule, as DeepSpeed (no ``lr_scheduler.step()`` on overflow) and Megatron (the scheduler
+        moves only when the update succeeded) do; the count is the checkpointed trainer state."""
+        lr = self.schedule.lr_at(schedule_step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr

@@ -249,3 +249,16 @@ def test_zero0_checkpoint_resumed_at_another_stage_is_refused_in_one_line(workdi
     assert last.startswith("error: checkpoint step_000000002 was saved by 1 ranks at ZeRO-0")
     assert "resume with deepspeed.zero_stage=0 on 1 ranks" in last and "Traceback" not in err
     assert [r["step"] for r in metrics(workdir / run)] == [1, 2]  # the refused start wrote nothing
+
+
+def test_skipped_step_does_not_advance_the_schedule_across_a_resume(workdir):
+    """Step 2 is non-finite: step 3 (after a resume) uses the LR step 2 would have used."""
+    name = "nan_schedule"
+    schedule = ["schedule.total_steps=10", "nonfinite.inject_at_steps=[2]", "checkpoint.every=0"]
+    ok(ranks.run(1, args(workdir, name, "deepspeed.zero_stage=1", "run.max_steps=2", *schedule)))
+    ok(ranks.run(1, args(workdir, name, "deepspeed.zero_stage=1", "run.max_steps=4", *schedule)))
+    records = metrics(workdir / name)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert [r["skipped"] for r in records] == [False, True, False, False]
+    # linear warm-up 2 steps to 0.003, decay to 0 at 10: lr_at(1), lr_at(2) (skipped), lr_at(2), lr_at(3)
+    assert [r["lr"] for r in records] == pytest.approx([0.0015, 0.003, 0.003, 0.003 * 7 / 8], rel=1e-12)

@@ -123,11 +123,17 @@ def test_cli_errors_are_one_line(model_dir, tmp_path, capsys, monkeypatch):
         (["--model", str(tmp_path / "nope")], "no config.json"),
         (["--model", str(model_dir), "--tgt-lang", "xx"], "no tag for it"),
         (["--model", str(model_dir), "--beam", "0"], "--beam must be >= 1"),
-        (["--model", str(model_dir), "--input", str(tmp_path / "missing.txt")], "cannot read"),
+        (["--model", str(model_dir)], "the model has language tags (de, fr); give --tgt-lang"),
+        (
+            ["--model", str(model_dir), "--tgt-lang", "de", "--input", str(tmp_path / "missing.txt")],
+            "cannot read",
+        ),
     ]
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9\n".encode("latin-1"))
-    cases.append((["--model", str(model_dir), "--input", str(bad), "--quiet"], "not UTF-8"))
+    cases.append(
+        (["--model", str(model_dir), "--tgt-lang", "de", "--input", str(bad), "--quiet"], "not UTF-8")
+    )
     for args, message in cases:
         monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"Open\n")))
         assert main(args) == 2

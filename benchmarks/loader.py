@@ -33,12 +33,10 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import torch
 
-from deltalm.file_io import (
-    file_sha256,  # noqa: E402
-    write_json_atomic,  # noqa: E402
-)
-from deltalm.shard_format import FORMAT_VERSION, mono_schema  # noqa: E402
-from deltalm.vocabulary import XLMR_SPM_SIZE, Vocabulary  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from deltalm.shard_format import FORMAT_VERSION, mono_schema, write_dataset_manifest  # noqa: E402
+from deltalm.vocabulary import XLMR_SPM_SIZE, Vocabulary, file_sha256  # noqa: E402
 from pretrain.data_config import PretrainDataConfig  # noqa: E402
 from pretrain.loader import LoaderState, PretrainLoader  # noqa: E402
 
@@ -89,8 +87,8 @@ def write_corpus(root: Path, docs_per_lang: int, rows_per_shard: int = 20_000, s
             "bytes": sum(s["bytes"] for s in shards),
             "shards": shards,
         }
-    write_json_atomic(
-        root / "manifest.json",
+    write_dataset_manifest(
+        root,
         {
             "format_version": FORMAT_VERSION,
             "tokenizer": VOCAB.fingerprint(),
@@ -217,7 +215,7 @@ def throughput(data_dir: Path, batches: int, batch_size: int) -> dict:
 
     def peer() -> None:
         nonlocal state
-        windows, _task, state = loader.produce_windows(state)
+        windows, _objective, state = loader.produce_windows(state)
         batch = collator(windows)
         assert batch["encoder_input_tokens"].shape == (batch_size, 512)
 

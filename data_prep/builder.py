@@ -1,7 +1,8 @@
 """The ``mono`` / ``parallel`` driver: inputs → ordered tokenization → shards → manifest, resumable.
 
-Per input the manifest records its sha256, size and progress. After every shard the manifest gets a resume
-point: the start (decompressed byte offset, line) of the block in which the shard ended, how many of that
+Per input the manifest records its sha256, size and progress. Every shard is listed with a resume point
+(:meth:`data_prep.manifest.Dataset.add_shard`, O(1) in the shards already listed): the start (decompressed
+byte offset, line) of the block in which the shard ended, how many of that
 block's rows are already in shards, and the bad-input counts as of that block. Blocks are cut from their
 start only, so rerunning after a kill re-reads from that point, drops the committed rows and continues:
 the result is byte-identical to an uninterrupted run. A finished input is skipped on a rerun.
@@ -184,7 +185,7 @@ def _build_input(
         dataset.stream_name,
         schema,
         options.shard_size,
-        len(stream["shards"]),
+        dataset.num_shards,
         options.direct_io,
     )
     skip_rows = resume["skip_rows"]
@@ -245,14 +246,13 @@ def _commit_shard(
     shard = info.manifest_entry()
     if dataset.stream["kind"] == "parallel":
         shard.update(src_tokens=info.column_tokens["src"], tgt_tokens=info.column_tokens["tgt"])
-    dataset.stream["shards"].append(shard)
     entry["rows"] += info.rows
     entry["tokens"] += info.tokens
     entry["shards"] += 1
     if resume is not None:
         entry["resume"] = resume
         entry["bad_input"] = resume["bad_input"]
-    dataset.save()
+    dataset.add_shard(shard)
     summary.shards += 1
     summary.rows += info.rows
     summary.tokens += info.tokens

@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="re-check every shard against DIR/manifest.json")
     p.add_argument("dir")
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=_default_workers(),
+        help="checking processes (default: all cores)",
+    )
 
     p = sub.add_parser(
         "stats", help="languages, documents, tokens, bytes, temperature-sampling probabilities"
@@ -293,7 +299,7 @@ def run_train_spm(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     from .verify import verify_dataset
 
-    problems, summary = verify_dataset(args.dir)
+    problems, summary = verify_dataset(args.dir, args.workers)
     for problem in problems:
         print(f"verify: {problem}", file=sys.stderr)
     if problems:

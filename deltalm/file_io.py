@@ -51,6 +51,12 @@ def _atomic_file(path: str | Path, mode: str) -> Iterator:
     fsync_dir(path.parent)
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` durably and atomically (temp file, fsync, rename, directory fsync)."""
+    with _atomic_file(path, "wb") as handle:
+        handle.write(data)
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` durably and atomically (temp file, fsync, rename, directory fsync)."""
     with _atomic_file(path, "w") as handle:

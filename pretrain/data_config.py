@@ -33,10 +33,14 @@ class PretrainDataConfig:
       (an epoch holds both); ``forward`` only as ``src </s> tgt``.
     - ``drop_sentinels``: targets without sentinels (the variant mixed into zero-shot fine-tuning).
     - ``prefetch``: micro-batches a background thread prepares ahead (0: no thread).
-    - ``release_pages_every``: every this many micro-batches the loader drops the mapped shard pages from
-      its RSS (they stay in the page cache and fault back in when read again). Without it the process's
-      file-backed RSS climbs towards the part of the corpus touched so far (reclaimable page cache, not
-      loader memory); 1 (default) keeps it near zero for a few percent of throughput. 0: never.
+    - ``release_pages_every``: every this many micro-batches the loader drops the pages it read since the
+      last release from its RSS (only those ranges, in only the shards read; they stay in the page cache and
+      fault back in when read again). Without it the process's file-backed RSS climbs towards the part of
+      the corpus touched so far (reclaimable page cache, not loader memory); 1 (default) keeps it near zero
+      for a few percent of throughput. 0: never.
+    - ``max_open_shards``: the most shards one loader keeps mapped at once (least recently used unmapped
+      first). A stream reads one shard at a time, so a value above the number of streams (languages plus
+      pairs) avoids reopening; an open shard holds one memory mapping and no file descriptor. Default 128.
     - ``spm_model``: optional path of the SentencePiece model the shards were made with; checked against the
       manifest's tokenizer sha256 at start and recorded in the run's config so export finds it.
     - ``verify_sha256``: hash every shard at open (slow on big corpora); size, rows, tokens and schema
@@ -56,6 +60,7 @@ class PretrainDataConfig:
     drop_sentinels: bool = False
     prefetch: int = 4
     release_pages_every: int = 1
+    max_open_shards: int = 128
     verify_sha256: bool = False
     spm_model: str = ""
 
@@ -129,6 +134,8 @@ class PretrainDataConfig:
                 raise ConfigError(f"data.{key}: {value} must be >= 4")
         if self.release_pages_every < 0:
             raise ConfigError(f"data.release_pages_every: {self.release_pages_every} must be >= 0")
+        if self.max_open_shards < 1:
+            raise ConfigError(f"data.max_open_shards: {self.max_open_shards} must be >= 1")
         if self.prefetch < 0:
             raise ConfigError(f"data.prefetch: {self.prefetch} must be >= 0")
         if any(not d for d in self.data_dirs):

@@ -3,13 +3,18 @@ rank-aware, exactly resumable.
 
 Micro-batch k (the loader's counter) is a pure function of (seed, k, dp_rank, dp_world_size, manifests):
 
-1. One generator seeded by (seed, k), identical on every rank, picks the task of the *global* micro-batch
+1. One generator seeded by (seed, k), identical on every rank, picks the objective of the *global* micro-batch
    (translation with probability ``translation_ratio``) and a stream for each of its
    ``micro_batch_size · dp_world_size`` examples (temperature mixture over token counts).
 2. Each stream keeps a global window cursor: the examples of stream s take its next windows in order
    (see :mod:`pretrain.token_stream`), so across all ranks every window, hence every token of an epoch,
    is used exactly once. Rank r takes examples ``[r·B, (r+1)·B)`` of the global batch.
 3. The rank's windows are span-corrupted with a generator seeded by (seed, k, rank).
+
+Start-up reads only the ``manifest.json`` files (O(streams)); a stream's shard table is read at its first
+window and a shard is mapped when a window first needs it, through one :class:`~pretrain.token_stream.ShardCache`
+of at most ``data.max_open_shards`` mappings (no file descriptors). Page release (``data.release_pages_every``)
+covers only the value ranges read since the last release.
 
 The state (counter + window cursors) is the same on every rank, tiny, and reflects the batches handed out,
 never the ones prefetched by the background thread. A state from another dataset (manifest fingerprint) or
@@ -19,24 +24,25 @@ with other corruption settings is refused, naming the difference.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from deltalm.config_tree import ConfigError
-from deltalm.shard_format import ShardError, load_manifest, manifest_fingerprint
+from deltalm.shard_format import ShardError, load_manifest, load_shard_columns, manifest_fingerprint
 from deltalm.vocabulary import Vocabulary
 from pretrain.data_config import PretrainDataConfig
 from pretrain.mixture import StreamMixture
 from pretrain.objectives import corrupted_lengths, corruption_lengths, span_corruption_batch
 from pretrain.prefetch import Prefetcher
-from pretrain.token_stream import ShardEntry, TokenStream, open_shard
+from pretrain.token_stream import ShardCache, ShardTable, TokenStream
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +52,7 @@ _NOISE_STREAM = 0x501E
 
 
 @dataclass(frozen=True)
-class TaskSpec:
+class ObjectiveSpec:
     """One objective: its streams' mixture and the corruption lengths."""
 
     name: str  # "span_corruption" | "translation_span_corruption"
@@ -67,12 +73,29 @@ class LoaderState:
         return LoaderState(self.counter, dict(self.cursors))
 
 
-def _merge_manifests(data_dirs: list[str]) -> tuple[dict[str, dict], list[str], dict]:
-    """Streams of every directory (same name = one stream, shards in directory order), fingerprints."""
-    streams: dict[str, dict] = {}
+@dataclass
+class StreamSource:
+    """One stream across the data directories: its record, totals and where its shard tables are."""
+
+    name: str
+    record: dict  # kind and languages (the first directory's record)
+    rows: int
+    tokens: int
+    parts: list[tuple[str, dict]]  # (data directory, that directory's stream record)
+
+    def shard_table(self, keep_sha256: bool = False) -> ShardTable:
+        """The stream's shards, directory after directory (reads the tables: O(shards of this stream))."""
+        parts = [(os.fspath(d), load_shard_columns(d, self.name, record)) for d, record in self.parts]
+        return ShardTable(parts, keep_sha256)
+
+
+def read_manifests(data_dirs: list[str]) -> tuple[dict[str, StreamSource], list[str], dict]:
+    """Streams of every directory (same name = one stream, shards in directory order), fingerprints and
+    tokenizer. Reads only the ``manifest.json`` files: O(streams), whatever the number of shards."""
+    streams: dict[str, StreamSource] = {}
     fingerprints, tokenizer = [], None
     for directory in data_dirs:
-        manifest = load_manifest(directory)
+        manifest = load_manifest(directory, shards=False)
         fingerprints.append(manifest_fingerprint(manifest))
         tok = manifest.get("tokenizer") or {}
         if tokenizer is None:
@@ -82,26 +105,21 @@ def _merge_manifests(data_dirs: list[str]) -> tuple[dict[str, dict], list[str], 
         for name, stream in sorted(manifest.get("streams", {}).items()):
             if stream.get("kind") not in ("mono", "parallel"):
                 raise ShardError(f"{directory}/manifest.json: stream {name} has kind {stream.get('kind')!r}")
-            merged = streams.setdefault(name, {**stream, "shards": []})
-            if merged["kind"] != stream["kind"]:
+            try:
+                rows, tokens = int(stream["rows"]), int(stream["tokens"])
+            except (KeyError, TypeError, ValueError):
+                raise ShardError(
+                    f"{directory}/manifest.json: stream {name} lacks rows/tokens totals"
+                ) from None
+            source = streams.setdefault(name, StreamSource(name, stream, 0, 0, []))
+            if source.record["kind"] != stream["kind"]:
                 raise ShardError(
                     f"{directory}/manifest.json: stream {name} is {stream['kind']} here, "
-                    f"{merged['kind']} in an earlier data_dirs entry"
+                    f"{source.record['kind']} in an earlier data_dirs entry"
                 )
-            for shard in stream.get("shards", []):
-                try:
-                    entry = ShardEntry(
-                        Path(directory) / shard["path"],
-                        int(shard["rows"]),
-                        int(shard["tokens"]),
-                        int(shard["bytes"]),
-                        str(shard["sha256"]),
-                    )
-                except (KeyError, TypeError, ValueError) as exc:
-                    raise ShardError(
-                        f"{directory}/manifest.json: stream {name}: bad shard entry ({exc})"
-                    ) from None
-                merged["shards"].append(entry)
+            source.rows += rows
+            source.tokens += tokens
+            source.parts.append((directory, stream))
     return streams, fingerprints, tokenizer or {}
 
 
@@ -133,20 +151,21 @@ class PretrainLoader:
         self.micro_batch_size, self.seed = micro_batch_size, seed
         self.dp_rank, self.dp_world_size = dp_rank, dp_world_size
 
-        manifests, fingerprints, tokenizer = _merge_manifests(config.data_dirs)
+        self.cache = ShardCache(config.max_open_shards, config.verify_sha256)
+        manifests, fingerprints, tokenizer = read_manifests(config.data_dirs)
         self.fingerprint = (
             fingerprints[0]
             if len(fingerprints) == 1
             else hashlib.sha256(json.dumps(fingerprints).encode()).hexdigest()
         )
         self._check_tokenizer(tokenizer)
-        self.tasks: dict[str, TaskSpec] = {}
+        self.objectives: dict[str, ObjectiveSpec] = {}
         counts = {"mono": {}, "parallel": {}}
-        for name, stream in manifests.items():
-            counts[stream["kind"]][name] = int(sum(s.tokens for s in stream["shards"]))
+        for name, source in manifests.items():
+            counts[source.record["kind"]][name] = source.tokens
         want = {"mono": config.translation_ratio < 1.0, "parallel": config.translation_ratio > 0.0}
         c = config
-        objectives = {
+        settings = {
             "mono": ("span_corruption", c.input_length, c.noise_density, c.mean_span, "input_length"),
             "parallel": (
                 "translation_span_corruption",
@@ -157,23 +176,23 @@ class PretrainLoader:
             ),
         }
         try:
-            for kind, objective in objectives.items():
+            for kind, setting in settings.items():
                 if want[kind]:
-                    self._open_task(kind, *objective, manifests, counts[kind])
+                    self._open_objective(kind, *setting, manifests, counts[kind])
         except (ShardError, ConfigError):
             self.close()
             raise
         self._state = LoaderState(0, {name: 0 for name in sorted(self.streams)})
 
-    def _open_task(
+    def _open_objective(
         self,
         kind: str,
-        task_name: str,
+        objective_name: str,
         input_length: int,
         density: float,
         span: float,
         key: str,
-        manifests: dict[str, dict],
+        manifests: dict[str, StreamSource],
         counts: dict[str, int],
     ) -> None:
         """Set up one objective: its mixture over the ``kind`` streams, their lengths, their shards."""
@@ -192,25 +211,27 @@ class PretrainLoader:
                 f"vocabulary's {vocab.num_sentinels}; lower it"
             )
         mixture = StreamMixture.from_counts(counts, config.temperature)
-        self.tasks[kind] = TaskSpec(task_name, mixture, raw, real_in, real_tgt, density, span)
+        self.objectives[kind] = ObjectiveSpec(objective_name, mixture, raw, real_in, real_tgt, density, span)
+        both = config.translation_directions == "both"
         for name in mixture.names:
-            stream = manifests[name]
-            readers = []
-            try:
-                for entry in stream["shards"]:
-                    readers.append(open_shard(entry, stream, config.verify_sha256))
-            except ShardError:
-                for reader in readers:
-                    reader.close()
-                raise
-            both = config.translation_directions == "both"
+            source = manifests[name]
             self.streams[name] = TokenStream(
-                name, kind, readers, raw, self.seed, vocab.eos, both_directions=both
+                name,
+                kind,
+                source.record,
+                functools.partial(source.shard_table, config.verify_sha256),
+                source.rows,
+                source.tokens,
+                raw,
+                self.seed,
+                vocab.eos,
+                self.cache,
+                both_directions=both,
             )
         if self.dp_rank == 0:
             log.info(
                 "%s: %d streams, raw %d -> inputs %d / targets %d, sampling (T=%s):\n%s",
-                task_name,
+                objective_name,
                 len(mixture.names),
                 raw,
                 real_in,
@@ -245,46 +266,47 @@ class PretrainLoader:
 
     def produce(self, state: LoaderState) -> tuple[dict[str, torch.Tensor], LoaderState]:
         """The micro-batch at ``state`` and the state after it (pure: ``state`` is not modified)."""
-        tokens, task, new_state = self.produce_windows(state)
+        tokens, objective, new_state = self.produce_windows(state)
         rng = np.random.default_rng([self.seed, state.counter, self.dp_rank, _NOISE_STREAM])
         inputs, targets = span_corruption_batch(
             tokens,
             rng,
-            task.noise_density,
-            task.mean_span,
+            objective.noise_density,
+            objective.mean_span,
             first_sentinel=self.vocab.first_sentinel,
             eos=self.vocab.eos,
             drop_sentinels=self.config.drop_sentinels,
         )
         every = self.config.release_pages_every
         if every and new_state.counter % every == 0:
-            for stream in self.streams.values():
-                stream.release_pages()
+            self.cache.release_pages()
         return self.to_batch(inputs, targets), new_state
 
-    def produce_windows(self, state: LoaderState) -> tuple[np.ndarray, TaskSpec, LoaderState]:
-        """The rank's raw windows [B, raw] of micro-batch ``state.counter``, its task, and the next state."""
+    def produce_windows(self, state: LoaderState) -> tuple[np.ndarray, ObjectiveSpec, LoaderState]:
+        """The rank's raw windows [B, raw] of micro-batch ``state.counter``, its objective, and the next state."""
         rng = np.random.default_rng([self.seed, state.counter, _TASK_STREAM])
-        if len(self.tasks) == 2:
-            task = self.tasks["parallel" if rng.random() < self.config.translation_ratio else "mono"]
+        if len(self.objectives) == 2:
+            objective = self.objectives[
+                "parallel" if rng.random() < self.config.translation_ratio else "mono"
+            ]
         else:
-            task = next(iter(self.tasks.values()))
+            objective = next(iter(self.objectives.values()))
         B, world = self.micro_batch_size, self.dp_world_size
-        picks = task.mixture.sample(rng, B * world)
+        picks = objective.mixture.sample(rng, B * world)
         cursors = dict(state.cursors)
         window = np.empty(B * world, dtype=np.int64)
         for i in np.unique(picks):
             sel = np.nonzero(picks == i)[0]
-            name = task.mixture.names[i]
+            name = objective.mixture.names[i]
             window[sel] = cursors[name] + np.arange(len(sel))
             cursors[name] += len(sel)
         mine = slice(self.dp_rank * B, (self.dp_rank + 1) * B)
         my_picks, my_windows = picks[mine], window[mine]
-        out = np.empty((B, task.raw_length), dtype=np.int32)
+        out = np.empty((B, objective.raw_length), dtype=np.int32)
         for i in np.unique(my_picks):
             sel = np.nonzero(my_picks == i)[0]
-            out[sel] = self.streams[task.mixture.names[i]].windows(my_windows[sel])
-        return out, task, LoaderState(state.counter + 1, cursors)
+            out[sel] = self.streams[objective.mixture.names[i]].windows(my_windows[sel])
+        return out, objective, LoaderState(state.counter + 1, cursors)
 
     def to_batch(self, inputs: np.ndarray, targets: np.ndarray) -> dict[str, torch.Tensor]:
         """The docs/design.md#batches batch: no padding, decoder input = ``</s>`` + targets[:-1]."""
@@ -383,6 +405,8 @@ class PretrainLoader:
         for stream in self.streams.values():
             stream.close()
         self.streams = {}
+        if hasattr(self, "cache"):
+            self.cache.close()
 
     def __enter__(self) -> PretrainLoader:
         return self

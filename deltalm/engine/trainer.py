@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from deltalm.config_tree import dump_yaml, to_dict
+from deltalm.config_tree import ConfigError, dump_yaml, to_dict
 from deltalm.engine.checkpoint import CheckpointStore
 from deltalm.engine.config import TrainingConfig
 from deltalm.engine.distributed import RankInfo, collective_device
@@ -160,6 +160,14 @@ class Trainer:
             int(manifest["world_size"]) != self.rank.world_size
             or int(manifest["zero_stage"]) != zero_stage_of(ds_config)
         )
+        if universal and 0 in (int(manifest["zero_stage"]), zero_stage_of(ds_config)):
+            raise ConfigError(
+                f"checkpoint {tag} was saved by {manifest['world_size']} ranks at ZeRO-{manifest['zero_stage']}, "
+                f"this run has {self.rank.world_size} at ZeRO-{zero_stage_of(ds_config)}: changing ranks or "
+                "ZeRO stage goes through a universal checkpoint, which needs ZeRO-1, 2 or 3 on both sides; resume "
+                f"with deepspeed.zero_stage={manifest['zero_stage']} on {manifest['world_size']} ranks, or start "
+                "a new run.run_dir"
+            )
         if universal:
             self._say(
                 f"resuming {tag} saved by {manifest['world_size']} ranks at ZeRO-{manifest['zero_stage']}: "
@@ -200,8 +208,8 @@ class Trainer:
             self.batches.load_state_dict(loaded.rank_state["loader"])
             self.resumed_from = tag
             self._last_saved_step = self.state.step
-            self.metrics.truncate_after(self.state.step)
             self._say(f"resumed from {self.store.directory / tag} at step {self.state.step}")
+        self.metrics.begin(self.state.step)  # logs read like one run, also after a kill before any checkpoint
         if self.rank.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_yaml(self.config, self.run_dir / "config.yaml")

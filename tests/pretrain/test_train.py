@@ -123,6 +123,27 @@ def test_launch_sh_runs_two_ranks_through_the_deepspeed_launcher(dataset, tmp_pa
     assert {"rank_state_00000.pt", "rank_state_00001.pt"} <= set(manifest["files"])
 
 
+def test_a_bad_shard_found_during_training_is_one_line_exit_2(dataset, tmp_path):
+    rng = np.random.default_rng(3)
+    high = VOCAB.spm_size + 4
+    other = write_dataset(tmp_path / "other", VOCAB, mono={"fr": random_docs(rng, 30, 20, 300, 4, high)})
+    shard = other / "fr" / "shard-00000.arrow"
+    shard.write_bytes(b"\0" * shard.stat().st_size)  # right size (passes the pre-start check), not Arrow
+    run_dir = tmp_path / "run"
+    args = common(dataset, run_dir) + [
+        "--set",
+        f"data.data_dirs=[{dataset},{other}]",
+        "--set",
+        "run.max_steps=6",
+    ]
+    args += ["--set", "checkpoint.every=0", "--set", "data.temperature=100"]
+    proc = train(args)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: data: {shard}: not a readable Arrow shard"), last
+
+
 @pytest.mark.parametrize("stage", ["pretrain", "finetune"])
 def test_launch_sh_config_error_at_two_ranks_is_one_line_printed_last(tmp_path, stage):
     """Every rank meets the error; rank 0 alone prints it, and launch.sh repeats it after the launcher's logs."""

@@ -246,10 +246,12 @@ def test_keep_finished_first_reproduces_fairseq_n_best(eos_bias: float) -> None:
     for seed in range(12):
         model = ToyModel(seed=seed, eos_bias=eos_bias)
         ref = fairseq_finish_order_reference(model, source, beam=3, max_len=6)
-        first = beam_search(model, torch.tensor([source]), beam_size=3, max_len_b=6, keep_finished="first")[0]
+        first = beam_search(
+            model, torch.tensor([source]), beam_size=3, max_len_a=0.0, max_len_b=6, keep_finished="first"
+        )[0]
         assert [h.tokens for h in first] == [tokens for tokens, _ in ref], seed
         assert [h.score for h in first] == pytest.approx([score for _, score in ref], abs=1e-5)
-        best = beam_search(model, torch.tensor([source]), beam_size=3, max_len_b=6)[0]
+        best = beam_search(model, torch.tensor([source]), beam_size=3, max_len_a=0.0, max_len_b=6)[0]
         if [h.tokens for h in best] != [h.tokens for h in first]:
             differs += 1
             # the default keeps the best-scored: its k-th hypothesis is never worse than fairseq's k-th
@@ -259,4 +261,4 @@ def test_keep_finished_first_reproduces_fairseq_n_best(eos_bias: float) -> None:
 
 def test_keep_finished_is_checked() -> None:
     with pytest.raises(ValueError, match="keep_finished must be one of"):
-        beam_search(ToyModel(), torch.tensor([[3, EOS]]), keep_finished="fairseq")
+        beam_search(ToyModel(), torch.tensor([[3, EOS]]), keep_finished="fairseq", **SHORT)

@@ -19,12 +19,14 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from deltalm.adapters.checkpoint_io import CheckpointError
 from deltalm.config_tree import ConfigError, apply_overrides, from_dict, load_yaml, validate_tree
+from deltalm.engine.metrics import format_duration
 from finetune.config import DataFileConfig, TaskConfig
 from finetune.data import load_split, print_report, task_vocabulary
 from finetune.decoding import generate
@@ -56,6 +58,22 @@ def format_table(rows: list[dict], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _progress_line(pair: str, total: int, started: float, every_s: float = 30.0) -> Callable[[int], None]:
+    """A callback printing ``[evaluate] PAIR: N/TOTAL sentences | eta M:SS`` at least every ``every_s``
+    seconds and at the end."""
+    last = [started]
+
+    def report(done: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - last[0] < every_s:
+            return
+        last[0] = now
+        eta = (now - started) / max(done, 1) * (total - done)
+        print(f"[evaluate] {pair}: {done}/{total} sentences | eta {format_duration(eta)}", flush=True)
+
+    return report
+
+
 def evaluate(model_dir: str, task: TaskConfig, output_dir: str, device: str = "cpu") -> dict:
     from deltalm.adapters.pretrained import from_pretrained, pretrained_vocabulary
 
@@ -82,7 +100,7 @@ def evaluate(model_dir: str, task: TaskConfig, output_dir: str, device: str = "c
     rows = []
     for pair, examples in sorted(data.items()):
         started = time.perf_counter()
-        local = generate(model, examples, vocab, task)
+        local = generate(model, examples, vocab, task, progress=_progress_line(pair, len(examples), started))
         hyps = [local[i] for i in range(len(examples))]
         (out / f"hypotheses.{pair}.txt").write_text(
             "".join(h.replace("\n", " ") + "\n" for h in hyps), encoding="utf-8"

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from deltalm.adapters.checkpoint_io import CheckpointError as AdapterCheckpointError  # noqa: E402
 from deltalm.config_tree import ConfigError  # noqa: E402
-from deltalm.engine.checkpoint import CheckpointError  # noqa: E402
+from deltalm.engine.checkpoint import CheckpointError, tag_for  # noqa: E402
 from deltalm.engine.distributed import LaunchError, discover, init_process_group, shutdown  # noqa: E402
 from deltalm.engine.ds_config import build_ds_config, zero_stage_of  # noqa: E402
 from deltalm.engine.trainer import NonfiniteAbort, Trainer  # noqa: E402
@@ -169,7 +169,7 @@ class FinetuneTrainer(Trainer):
 
         folder = self.run_dir / "weights"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"step_{self.state.step:08d}.safetensors"
+        path = folder / f"{tag_for(self.state.step)}.safetensors"  # the checkpoint's own tag: one name width
         tmp = path.with_name(path.name + ".tmp")
         save_file(self._state(), str(tmp), metadata={"format": "pt", "step": str(self.state.step)})
         tmp.replace(path)

@@ -49,6 +49,11 @@ class MetricsLogger:
             except ImportError:
                 print("[metrics] tensorboard is not installed: TensorBoard logging off", file=sys.stderr)
 
+    @property
+    def tensorboard_dir(self) -> Path | None:
+        """Where the TensorBoard events go (None when TensorBoard logging is off)."""
+        return Path(self._writer.log_dir) if self._writer is not None else None
+
     def truncate_after(self, step: int) -> None:
         """Drop lines of steps > ``step`` (written after the checkpoint we resume from)."""
         if not self.enabled or not self.path.is_file():

@@ -200,6 +200,8 @@ class Trainer:
         if self.rank.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_yaml(self.config, self.run_dir / "config.yaml")
+            board = self.metrics.tensorboard_dir
+            self._say(f"logging: {self.metrics.path}" + (f", TensorBoard events in {board}" if board else ""))
 
     def _find_resume_point(self) -> tuple[str | None, dict | None]:
         """Tag + verified manifest to resume from (None when starting fresh); every rank agrees or all fail."""

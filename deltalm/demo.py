@@ -43,7 +43,12 @@ DONE = "DONE"
 
 
 class DemoError(RuntimeError):
-    """A stage failed; the message names the stage and its log file."""
+    """A stage failed (``exit_code`` 1) or was stopped by a signal (128 + signal number); the message names
+    the stage's log file."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -108,8 +113,10 @@ def run_command(cmd: list[str], log: Path, env: dict | None = None) -> None:
     _LOGS_SHOWN.add(log)
     try:
         run_stage_command(cmd, log, cwd=REPO, env=child_environment(REPO, env), say=say, show_log=first)
-    except (StageFailed, StageInterrupted) as exc:
+    except StageFailed as exc:
         raise DemoError(str(exc)) from None
+    except StageInterrupted as exc:
+        raise DemoError(str(exc), exc.exit_code) from None
 
 
 class Demo:
@@ -154,7 +161,10 @@ class Demo:
         marker = self.stage_dir(stage) / DONE
         if not marker.is_file():
             return None
-        info = json.loads(marker.read_text(encoding="utf-8"))
+        try:
+            info = json.loads(marker.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None  # not a marker this demo wrote whole: the stage runs again
         # a stage done under other budget numbers is not reused (changing a step count re-runs from there)
         return info if info.get("budget_settings") == self.settings() else None
 
@@ -167,7 +177,9 @@ class Demo:
             "budget_settings": self.settings(),
             "seconds": round(seconds, 1),
         }
-        marker.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        tmp = marker.with_name(DONE + ".tmp")  # whole or absent: a kill mid-write leaves no marker
+        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(marker)
 
     def forget(self, stage: str) -> None:
         for later in STAGES[STAGES.index(stage) :]:
@@ -420,8 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         Demo(run_dir, BUDGETS[args.budget]).run(redo=args.redo)
     except DemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        print(f"{'error' if exc.exit_code == 1 else 'stopped'}: {exc}", file=sys.stderr)
+        return exc.exit_code
     say(f"all stages done in {time.perf_counter() - started:.0f} s; report: {run_dir / 'report.md'}")
     return 0
 

@@ -33,7 +33,12 @@ class StageFailed(RuntimeError):
 
 
 class StageInterrupted(RuntimeError):
-    """A stop signal reached the demo; the running command was told and has ended."""
+    """A stop signal reached the demo; the running command was told and has ended. ``exit_code`` is
+    ``128 + signal number``, what the demo exits with."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _duration(seconds: float) -> str:
@@ -45,6 +50,44 @@ def _pump(stream, lines: queue.Queue) -> None:
     for line in iter(stream.readline, ""):
         lines.put(line)
     lines.put(None)
+
+
+def _start(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(c) for c in cmd],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        bufsize=1,
+    )
+
+
+def _follow(proc: subprocess.Popen, handle, log: Path, say, quiet_s: float, stop: dict) -> None:
+    """Copy the command's lines to the log until it closes its output; echo progress lines, or a heartbeat."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+    started = last_shown = time.monotonic()
+    while True:
+        try:
+            line = lines.get(timeout=1.0)
+        except queue.Empty:
+            line = ""
+        if line is None:
+            return
+        now = time.monotonic()
+        if line:
+            handle.write(line)
+            handle.flush()
+            if PROGRESS.match(line) and not stop["signal"]:
+                say(f"  {line.rstrip()}")
+                last_shown = now
+        if now - last_shown >= quiet_s and not stop["signal"]:
+            say(f"  ... running, {_duration(now - started)} elapsed (log: {log})")
+            last_shown = now
 
 
 def run_stage_command(
@@ -64,61 +107,38 @@ def run_stage_command(
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     shown = " ".join(str(c) for c in cmd)
-    say(f"  $ {shown}")
-    if show_log:
-        say(f"  log: {log}")
     stop = {"signal": 0}
-    proc = subprocess.Popen(
-        [str(c) for c in cmd],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        bufsize=1,
-    )
+    child: list[subprocess.Popen] = []
 
     def forward(signum, frame) -> None:
         stop["signal"] = signum
-        if proc.poll() is None:
-            proc.send_signal(signum)
+        if child and child[0].poll() is None:
+            child[0].send_signal(signal.SIGTERM)  # the commands end cleanly on SIGTERM (Ctrl-C: SIGINT)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
-    lines: queue.Queue = queue.Queue()
-    reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
-    reader.start()
-    started = last_shown = time.monotonic()
     try:
+        say(f"  $ {shown}")
+        if show_log:
+            say(f"  log: {log}")
         with open(log, "a", encoding="utf-8") as handle:
             handle.write(f"$ {shown}\n")
             handle.flush()
-            while True:
-                try:
-                    line = lines.get(timeout=1.0)
-                except queue.Empty:
-                    line = ""
-                if line is None:
-                    break
-                now = time.monotonic()
-                if line:
-                    handle.write(line)
-                    handle.flush()
-                    if PROGRESS.match(line) and not stop["signal"]:
-                        say(f"  {line.rstrip()}")
-                        last_shown = now
-                if now - last_shown >= quiet_s and not stop["signal"]:
-                    say(f"  ... running, {_duration(now - started)} elapsed (log: {log})")
-                    last_shown = now
-        code = proc.wait()
+            if not stop["signal"]:
+                child.append(_start(cmd, cwd, env))
+                _follow(child[0], handle, log, say, quiet_s, stop)
+        code = child[0].wait() if child else 128 + stop["signal"]
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        proc.stdout.close()
+        if child:
+            child[0].stdout.close()
     if stop["signal"]:
         name = signal.Signals(stop["signal"]).name
-        raise StageInterrupted(f"{name}: the stage's command ended with exit {code}; log: {log}")
+        raise StageInterrupted(
+            f"{name}: stopped; the stage's command ended with exit {code} (log: {log}); "
+            "the next call starts this stage again",
+            128 + stop["signal"],
+        )
     if code != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
         raise StageFailed(f"command failed (exit {code}); see {log}:\n  " + "\n  ".join(tail))

@@ -29,8 +29,10 @@ import torch  # noqa: E402
 from deltalm.adapters.checkpoint_io import CheckpointError as AdapterCheckpointError  # noqa: E402
 from deltalm.config_tree import ConfigError  # noqa: E402
 from deltalm.engine.checkpoint import CheckpointError, tag_for  # noqa: E402
+from deltalm.engine.cli import stopped  # noqa: E402
 from deltalm.engine.distributed import LaunchError, discover, init_process_group, shutdown  # noqa: E402
 from deltalm.engine.ds_config import build_ds_config, zero_stage_of  # noqa: E402
+from deltalm.engine.preemption import Preempted, install_for_setup  # noqa: E402
 from deltalm.engine.trainer import NonfiniteAbort, Trainer  # noqa: E402
 from deltalm.vocabulary import Vocabulary  # noqa: E402
 from finetune.averaging import AveragingError, average_state_dicts  # noqa: E402
@@ -274,7 +276,11 @@ def run(config: FinetuneConfig) -> dict:
     )
     trainer = FinetuneTrainer(config, model, batches, rank, vocab=vocab, valid=valid)
     result = trainer.fit()
-    summary = {"stopped_by": result.stopped_by, "resumed_from": result.resumed_from, **trainer.finish()}
+    summary = {"stopped_by": result.stopped_by, "resumed_from": result.resumed_from}
+    if result.stopped_by == "signal":  # preempted: checkpointed, not finished (no final/ or averaged/)
+        summary.update(step=result.step, best=trainer.best)
+    else:
+        summary.update(trainer.finish())
     if rank.is_main:
         reports = {"train": train_report.to_dict(), "valid": valid_report.to_dict() if valid_report else None}
         if batches.mono_report is not None:
@@ -289,6 +295,7 @@ def run(config: FinetuneConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     import torch.distributed as dist
 
+    preemption = install_for_setup()  # first: a stop signal from here until the first step ends the run
     args = parse_args(argv)
     started_here = not (dist.is_available() and dist.is_initialized())
     try:
@@ -297,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Preempted as exc:
+        return stopped(exc)
     finally:
+        preemption.uninstall()
         if started_here:  # tear down only the process group this call started
             shutdown()
     print(json.dumps(summary, indent=1))

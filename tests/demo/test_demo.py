@@ -102,3 +102,57 @@ def test_failed_stage_is_one_clear_error(tmp_path):
     assert proc.stderr.startswith("error: command failed") and "Traceback" not in proc.stderr.splitlines()[0]
     assert "logs/data.log" in proc.stderr
     assert not (run_dir / "data" / "DONE").exists()
+
+
+def test_console_shows_progress_and_log_paths_and_tensorboard_is_on(demo):
+    run_dir, proc = demo
+    out = proc.stdout
+    for stage in ("encoder", "pretrain", "finetune", "evaluate"):
+        assert f"[demo]   log: {run_dir / 'logs' / (stage + '.log')}" in out
+    steps = BUDGETS["smoke"].pretrain_steps
+    assert f"[demo]   [encoder] step {BUDGETS['smoke'].encoder_steps}/" in out and "| mlm loss " in out
+    assert f"[demo]   step {steps}/{steps} | loss " in out and "| eta " in out
+    assert "[demo]   [engine] validation step" in out
+    assert (
+        f"[demo]   [evaluate] en-de: {BUDGETS['smoke'].test_lines}/{BUDGETS['smoke'].test_lines} sentences"
+        in out
+    )
+    for events in (run_dir / "pretrain" / "tensorboard", run_dir / "finetune" / "run" / "tensorboard"):
+        assert list(events.glob("events.out.tfevents.*")), events
+
+
+def test_sigterm_stops_the_running_stage_and_the_demo(demo, tmp_path):
+    import os
+    import shutil
+    import signal
+
+    source, _ = demo
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deltalm.demo",
+            "--budget",
+            "smoke",
+            "--run-dir",
+            str(run_dir),
+            "--redo",
+            "pretrain",
+        ],
+        cwd=REPO,
+        env={**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:
+        if line.startswith("[demo]   log:") and "pretrain.log" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    proc.stdout.read()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1].startswith("stopped: SIGTERM: stopped"), err
+    assert not (run_dir / "pretrain" / "DONE").exists()

@@ -40,5 +40,5 @@ def test_progress_lines_and_heartbeat_on_the_console_everything_in_the_log(tmp_p
 
 
 def test_failure_quotes_the_log(tmp_path):
-    with pytest.raises(StageFailed, match=r"exit 3.*stage.log:\n  boom"):
+    with pytest.raises(StageFailed, match=r"exit 3\); see .*stage.log:\n(.|\n)*\n  boom$"):
         run(tmp_path, "import sys; print('boom'); sys.exit(3)")

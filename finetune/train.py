@@ -9,7 +9,8 @@ The config is :class:`finetune.config.FinetuneConfig` (the engine's sections + `
 gets, besides the engine's committed checkpoints and metrics: ``weights/step_*.safetensors`` (model weights
 at every checkpoint, the newest ``task.average_last`` kept, for ``python -m finetune.average``),
 ``valid.jsonl`` (one line per validation), ``best/`` (a ``save_pretrained`` directory of the best validation
-score by ``task.best_metric``), ``final/`` and ``averaged/`` (the mean of the kept weights) at the end, and
+score by ``task.best_metric``), ``final/`` and ``averaged/`` (the mean of the kept weights) at the end (not
+when stopped by a signal: that run is checkpointed, not finished), and
 ``data_report.json`` (lines read and skipped by reason).
 """
 

@@ -104,16 +104,21 @@ def train(config: PretrainConfig, rank: RankInfo, vocab: Vocabulary) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    install_for_setup()  # first: a stop signal from here until the first step ends the run at once
+    preemption = (
+        install_for_setup()
+    )  # first: a stop signal from here until the first step ends the run at once
     try:
-        config = read_config(argv)
-        rank = discover()
-        vocab = check_before_start(config, rank)
-    except (ConfigError, LaunchError, ShardError, FileNotFoundError) as exc:
-        return fail(exc, EXIT_BAD_CONFIG)
-    except Preempted as exc:
-        return stopped(exc)
-    return run_guarded(lambda: train(config, rank, vocab))
+        try:
+            config = read_config(argv)
+            rank = discover()
+            vocab = check_before_start(config, rank)
+        except (ConfigError, LaunchError, ShardError, FileNotFoundError) as exc:
+            return fail(exc, EXIT_BAD_CONFIG)
+        except Preempted as exc:
+            return stopped(exc)
+        return run_guarded(lambda: train(config, rank, vocab))
+    finally:
+        preemption.uninstall()
 
 
 if __name__ == "__main__":

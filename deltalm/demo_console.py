@@ -6,7 +6,7 @@ encoder's ``[encoder] step ...``, the evaluator's ``[evaluate] ...``, fine-tunin
 echoed as ``[demo]   ...``. When a command has printed no progress line for ``quiet_s`` seconds, one
 ``[demo]   ... running, M:SS elapsed (log: PATH)`` line is printed instead.
 
-SIGTERM/SIGINT reaching the demo are passed on to the running command (which then ends cleanly: a training
+SIGTERM/SIGINT reaching the demo are passed on to the running command as SIGTERM (it then ends cleanly: a training
 run checkpoints, a run still in set-up stops) and the demo stops after it with :class:`StageInterrupted`.
 """
 

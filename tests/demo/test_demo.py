@@ -29,11 +29,8 @@ def run_demo(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    run_dir = tmp_path_factory.mktemp("demo") / "run"
-    proc = run_demo(run_dir)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return run_dir, proc
+def demo(smoke_demo) -> tuple[Path, subprocess.CompletedProcess]:
+    return smoke_demo  # tests/conftest.py: the session's smoke demo run
 
 
 def test_every_stage_ran_and_left_its_artifacts(demo):

@@ -37,7 +37,7 @@ class MetricsLogger:
         self._writer = None
         self._started = time.perf_counter()
         self._first_step: int | None = None
-        self._last_print = 0.0
+        self._last_print = self._started  # the time cadence counts from the start, not from step 1
         if not enabled:
             return
         Path(run_dir).mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from deltalm.demo import BUDGETS, STAGES
+from tests.conftest import subprocess_environment
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -24,7 +25,7 @@ def run_demo(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=600,
-        env={**__import__("os").environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)},
+        env=subprocess_environment(),
     )
 
 
@@ -119,7 +120,6 @@ def test_console_shows_progress_and_log_paths_and_tensorboard_is_on(demo):
 
 
 def test_sigterm_stops_the_running_stage_and_the_demo(demo, tmp_path):
-    import os
     import shutil
     import signal
 
@@ -139,7 +139,7 @@ def test_sigterm_stops_the_running_stage_and_the_demo(demo, tmp_path):
             "pretrain",
         ],
         cwd=REPO,
-        env={**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)},
+        env=subprocess_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -274,7 +274,7 @@ def demo_copy(source: Path, target: Path) -> None:
 def _shell(sandbox: Path, text: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{sandbox / '.venv' / 'bin'}:{os.environ['PATH']}", "DS_ACCELERATOR": "cpu"}
     env.update(OMP_NUM_THREADS="1", MASTER_PORT=str(29500 + os.getpid() % 1000))
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "PYTHONPATH"):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "PYTHONPATH"):
         env.pop(key, None)
     return subprocess.run(
         ["bash", "-c", text], cwd=sandbox, env=env, capture_output=True, text=True, timeout=600

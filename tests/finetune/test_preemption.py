@@ -3,7 +3,6 @@ run directory that looks finished; SIGTERM during training checkpoints and exits
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import subprocess_environment
 from tests.finetune.conftest import read_pairs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +60,7 @@ def signal_at(point: str, config_path: Path, marker: Path) -> tuple[int, str, fl
     proc = subprocess.Popen(
         [sys.executable, str(DRIVER), "finetune", point, str(marker), "--", "--config", str(config_path)],
         cwd=REPO,
-        env={**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)},
+        env=subprocess_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -98,7 +98,7 @@ def test_sigterm_in_training_checkpoints_and_leaves_no_final_model(config, tmp_p
     proc = subprocess.Popen(
         [sys.executable, str(DRIVER), "finetune", "training", "-", "--", "--config", str(config_path)],
         cwd=REPO,
-        env={**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)},
+        env=subprocess_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

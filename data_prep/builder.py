@@ -10,17 +10,18 @@ the result is byte-identical to an uninterrupted run. A finished input is skippe
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
 from deltalm.vocabulary import Vocabulary, file_sha256
 
-from .bad_input import BadInput
+from .bad_input import BadInput, describe_counts
+from .errors import DataPrepError
 from .manifest import Dataset
 from .progress import Progress
-from .readers import check_input, iter_aligned_blocks, iter_blocks
+from .readers import DOCUMENT, LINE, check_input, iter_aligned_blocks, iter_blocks
 from .shard_writer import ShardInfo, ShardWriter
 from .tokenize_pool import TaskSpec, TokenizePool
 
@@ -41,6 +42,7 @@ class BuildOptions:
     block_bytes: int = 1 << 20
     progress: bool = True
     direct_io: bool = True  # shard files bypass the page cache where the filesystem allows it
+    allow_empty: bool = False  # an input that gives no rows is an error unless this is set
 
 
 @dataclass
@@ -51,6 +53,7 @@ class BuildSummary:
     rows: int = 0
     tokens: int = 0
     bad: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # bad records of this run's inputs, by reason
 
 
 def build_stream(
@@ -153,9 +156,9 @@ def _build_input(
         )
     else:
         boundary, limit, reason = (
-            (b"\n\n", options.max_doc_bytes, "document_too_long")
+            (DOCUMENT, options.max_doc_bytes, "document_too_long")
             if spec.fmt == "mono"
-            else (b"\n", options.max_line_bytes, "line_too_long")
+            else (LINE, options.max_line_bytes, "line_too_long")
         )
         blocks = iter_blocks(
             spec.paths[0],
@@ -219,9 +222,19 @@ def _build_input(
     info = writer.flush()
     if info is not None:
         _commit_shard(dataset, entry, info, None, summary)
+    summary.bad += bad.total
+    for reason, count in bad.counts.items():
+        summary.skipped[reason] = summary.skipped.get(reason, 0) + count
+    if entry["rows"] == 0 and not options.allow_empty:
+        entry["bad_input"] = BadInput().state_dict()  # the input stays not done: a rerun reads it again
+        dataset.save()
+        progress.close(message="no rows ")
+        skipped = describe_counts(bad.counts) or "the input holds no text"
+        raise DataPrepError(
+            f"{spec.paths[0]}: no rows ({skipped}); pass --allow-empty if an empty input is expected"
+        )
     entry.update(done=True, resume=None, bad_input=bad.state_dict())
     dataset.save()
-    summary.bad += bad.total
     progress.close(message=f"done ({bad.total:,} skipped) ")
 
 

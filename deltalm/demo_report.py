@@ -7,11 +7,13 @@ import json
 import math
 from pathlib import Path
 
+from deltalm.text_lines import is_blank, split_lines
+
 
 def read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in split_lines(path.read_text(encoding="utf-8")) if not is_blank(line)]
 
 
 def _series(records: list[dict], key: str = "loss") -> tuple[list[int], list[float]]:

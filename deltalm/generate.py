@@ -7,8 +7,8 @@ Examples::
 
 ``--model`` is a :func:`deltalm.adapters.pretrained.save_pretrained` directory with its SentencePiece model (what
 ``python -m deltalm.export`` and a fine-tuning run's ``best/``, ``final/``, ``averaged/`` hold). Input: one
-sentence a line (stdin or ``--input``, UTF-8); output: one hypothesis a line in input order (stdout or
-``--output``, written atomically). Sentences are tokenized with SentencePiece, sorted by length and batched
+sentence a line (stdin or ``--input``, UTF-8; only ``\\n`` ends a line, see :mod:`deltalm.text_lines`); output:
+exactly one hypothesis a line per input line, in input order (stdout or ``--output``, written atomically). Sentences are tokenized with SentencePiece, sorted by length and batched
 (``--batch-size`` sentences at most), decoded with beam search, and detokenized. When ``--tgt-lang`` is given and
 the vocabulary has that language's tag (a multilingual fine-tuned model), the tag is prepended to the source,
 as in fine-tuning. Empty input lines give empty output lines. Progress goes to stderr. Uses the GPU when present
@@ -29,6 +29,7 @@ import torch
 
 from deltalm.adapters.checkpoint_io import CheckpointError
 from deltalm.shard_format import write_text_atomic
+from deltalm.text_lines import join_lines, read_text_lines
 from deltalm.vocabulary import EOS_ID, PAD_ID, Vocabulary
 
 
@@ -160,27 +161,30 @@ def translate(
 
 
 def read_lines(path: str | None) -> list[str]:
+    """The input's lines (:mod:`deltalm.text_lines`: only ``\\n`` ends a line, CRLF and a leading BOM are
+    accepted, U+2028/form feed/NEL stay inside their line): N lines in give N hypotheses out."""
+    source = "stdin" if path is None or path == "-" else path
     try:
-        if path is None or path == "-":
-            data = sys.stdin.buffer.read()
-            source = "stdin"
-        else:
-            data = Path(path).read_bytes()
-            source = path
+        if source == "stdin":
+            return read_text_lines(sys.stdin.buffer, source)
+        with open(path, "rb") as handle:
+            return read_text_lines(handle, source)
     except OSError as exc:
         raise GenerateError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise GenerateError(f"{source}: not UTF-8 (byte {exc.start})") from None
-    return text.splitlines()
+    except ValueError as exc:
+        raise GenerateError(str(exc)) from None
 
 
 def write_lines(path: str | None, lines: Sequence[str]) -> None:
-    text = "".join(line.replace("\n", " ") + "\n" for line in lines)
+    text = join_lines(lines)
     if path is None or path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        if hasattr(sys.stdout, "buffer"):  # UTF-8 whatever the locale
+            sys.stdout.flush()
+            sys.stdout.buffer.write(text.encode("utf-8"))
+            sys.stdout.buffer.flush()
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
         return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

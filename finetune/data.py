@@ -42,17 +42,25 @@ def task_spec(task: TaskConfig, file: DataFileConfig) -> TaskSpec:
 
 
 def load_split(
-    task: TaskConfig, files: list[DataFileConfig], vocab: Vocabulary, training: bool, limit: int = 0
+    task: TaskConfig,
+    files: list[DataFileConfig],
+    vocab: Vocabulary,
+    training: bool,
+    limit: int = 0,
+    keep_unscored: bool = False,
 ) -> tuple[dict[str, list[Example]], SkipReport]:
     """Examples per language pair (``src-tgt``) of ``files``; bad lines counted in the returned report.
 
     ``limit`` > 0 keeps the first ``limit`` examples of each file (validation during training).
+    ``keep_unscored``: records with an empty source or reference stay, marked (see :func:`build_examples`).
     """
     report = SkipReport()
     out: dict[str, list[Example]] = {}
     for file in files:
         records = read_records(file.path, report, fmt=file.format, columns=TSV_COLUMNS[task.name])
-        examples = build_examples(task_spec(task, file), records, vocab, report, training=training)
+        examples = build_examples(
+            task_spec(task, file), records, vocab, report, training=training, keep_unscored=keep_unscored
+        )
         if limit:
             examples = examples[:limit]
         if not examples:

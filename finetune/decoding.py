@@ -2,7 +2,8 @@
 
 Hypotheses come from :func:`deltalm.generation.beam_search.beam_search` (fairseq semantics) with the task's
 beam, length rule ``a·x + b`` (clamped to the position table), minimum length, length penalty and n-gram
-blocking; the best hypothesis is detokenized with the vocabulary (specials, sentinels and tags dropped).
+blocking; the best hypothesis is detokenized with the vocabulary (specials, sentinels and tags dropped; ``<unk>``
+shows as SentencePiece shows it, `` ⁇ ``).
 Data-parallel ranks each take a share of the batches; :func:`gather_texts` reassembles the order.
 """
 

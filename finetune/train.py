@@ -35,6 +35,7 @@ from deltalm.engine.distributed import LaunchError, discover, init_process_group
 from deltalm.engine.ds_config import build_ds_config, zero_stage_of  # noqa: E402
 from deltalm.engine.preemption import Preempted, install_for_setup  # noqa: E402
 from deltalm.engine.trainer import NonfiniteAbort, Trainer  # noqa: E402
+from deltalm.text_lines import split_lines  # noqa: E402
 from deltalm.vocabulary import Vocabulary  # noqa: E402
 from finetune.averaging import AveragingError, average_state_dicts  # noqa: E402
 from finetune.config import FinetuneConfig, load_finetune_config  # noqa: E402
@@ -87,7 +88,7 @@ class FinetuneTrainer(Trainer):
         super().setup()
         log = self.run_dir / "valid.jsonl"
         if self.resumed_from and self.rank.is_main and log.is_file():  # drop validations of a lost future
-            lines = log.read_text(encoding="utf-8").splitlines()
+            lines = split_lines(log.read_text(encoding="utf-8"))
             kept = [x for x in lines if json.loads(x)["step"] <= self.state.step]
             log.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
 

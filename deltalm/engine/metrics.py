@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from deltalm.text_lines import split_lines
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -59,7 +61,7 @@ class MetricsLogger:
         if not self.enabled or not self.path.is_file():
             return
         kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for line in split_lines(self.path.read_text(encoding="utf-8")):
             try:
                 if json.loads(line)["step"] <= step:
                     kept.append(line)

@@ -9,7 +9,7 @@ Data-parallel ranks each take a share of the batches; :func:`gather_texts` reass
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -39,8 +39,11 @@ def generate(
     batch_size: int | None = None,
     dp_rank: int = 0,
     dp_world_size: int = 1,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[int, str]:
-    """Detokenized best hypotheses of this rank's share of ``examples``, keyed by example index."""
+    """Detokenized best hypotheses of this rank's share of ``examples``, keyed by example index.
+
+    ``progress``, when given, is called after every batch with the number of sentences done so far."""
     device = next(model.parameters()).device
     a, b = task.length_rule
     limit = model.config.max_source_length - 1
@@ -65,6 +68,8 @@ def generate(
             )
             for i, sentence in zip(indices, hyps, strict=True):
                 out[i] = vocab.decode(sentence[0].tokens) if sentence else ""
+            if progress is not None:
+                progress(len(out))
     finally:
         model.train(was_training)
     return out

@@ -9,7 +9,8 @@ The config is :class:`finetune.config.FinetuneConfig` (the engine's sections + `
 gets, besides the engine's committed checkpoints and metrics: ``weights/step_*.safetensors`` (model weights
 at every checkpoint, the newest ``task.average_last`` kept, for ``python -m finetune.average``),
 ``valid.jsonl`` (one line per validation), ``best/`` (a ``save_pretrained`` directory of the best validation
-score by ``task.best_metric``), ``final/`` and ``averaged/`` (the mean of the kept weights) at the end, and
+score by ``task.best_metric``), ``final/`` and ``averaged/`` (the mean of the kept weights) at the end (not
+when stopped by a signal: that run is checkpointed, not finished), and
 ``data_report.json`` (lines read and skipped by reason).
 """
 
@@ -28,9 +29,11 @@ import torch  # noqa: E402
 
 from deltalm.adapters.checkpoint_io import CheckpointError as AdapterCheckpointError  # noqa: E402
 from deltalm.config_tree import ConfigError  # noqa: E402
-from deltalm.engine.checkpoint import CheckpointError  # noqa: E402
+from deltalm.engine.checkpoint import CheckpointError, tag_for  # noqa: E402
+from deltalm.engine.cli import stopped  # noqa: E402
 from deltalm.engine.distributed import LaunchError, discover, init_process_group, shutdown  # noqa: E402
 from deltalm.engine.ds_config import build_ds_config, zero_stage_of  # noqa: E402
+from deltalm.engine.preemption import Preempted, install_for_setup  # noqa: E402
 from deltalm.engine.trainer import NonfiniteAbort, Trainer  # noqa: E402
 from deltalm.text_lines import split_lines  # noqa: E402
 from deltalm.vocabulary import Vocabulary  # noqa: E402
@@ -170,7 +173,7 @@ class FinetuneTrainer(Trainer):
 
         folder = self.run_dir / "weights"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"step_{self.state.step:08d}.safetensors"
+        path = folder / f"{tag_for(self.state.step)}.safetensors"  # the checkpoint's own tag: one name width
         tmp = path.with_name(path.name + ".tmp")
         save_file(self._state(), str(tmp), metadata={"format": "pt", "step": str(self.state.step)})
         tmp.replace(path)
@@ -271,7 +274,11 @@ def run(config: FinetuneConfig) -> dict:
     )
     trainer = FinetuneTrainer(config, model, batches, rank, vocab=vocab, valid=valid)
     result = trainer.fit()
-    summary = {"stopped_by": result.stopped_by, "resumed_from": result.resumed_from, **trainer.finish()}
+    summary = {"stopped_by": result.stopped_by, "resumed_from": result.resumed_from}
+    if result.stopped_by == "signal":  # preempted: checkpointed, not finished (no final/ or averaged/)
+        summary.update(step=result.step, best=trainer.best)
+    else:
+        summary.update(trainer.finish())
     if rank.is_main:
         reports = {"train": train_report.to_dict(), "valid": valid_report.to_dict() if valid_report else None}
         if batches.mono_report is not None:
@@ -286,6 +293,7 @@ def run(config: FinetuneConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     import torch.distributed as dist
 
+    preemption = install_for_setup()  # first: a stop signal from here until the first step ends the run
     args = parse_args(argv)
     started_here = not (dist.is_available() and dist.is_initialized())
     try:
@@ -294,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Preempted as exc:
+        return stopped(exc)
     finally:
+        preemption.uninstall()
         if started_here:  # tear down only the process group this call started
             shutdown()
     print(json.dumps(summary, indent=1))

@@ -120,7 +120,9 @@ def test_cli_errors_are_one_line(model_dir, tmp_path, capsys, monkeypatch):
     from deltalm.generate import main
 
     cases = [
-        (["--model", str(tmp_path / "nope")], "no config.json"),
+        (["--model", str(tmp_path / "nope")], "model directory not found"),
+        (["--model", str(tmp_path / "empty")], "no config.json"),
+        (["--model", str(bad_input := tmp_path / "a_file")], "not a directory"),
         (["--model", str(model_dir), "--tgt-lang", "xx"], "no tag for it"),
         (["--model", str(model_dir), "--beam", "0"], "--beam must be >= 1"),
         (["--model", str(model_dir)], "the model has language tags (de, fr); give --tgt-lang"),
@@ -129,6 +131,8 @@ def test_cli_errors_are_one_line(model_dir, tmp_path, capsys, monkeypatch):
             "cannot read",
         ),
     ]
+    (tmp_path / "empty").mkdir()
+    bad_input.write_text("x")
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9\n".encode("latin-1"))
     cases.append(

@@ -8,7 +8,7 @@ as SentencePiece shows it, `` ⁇ ``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -26,12 +26,18 @@ def generate(
     examples: Sequence[Example],
     vocab: Vocabulary,
     task: TaskConfig,
+    batch_size: int | None = None,
     dp_rank: int = 0,
     dp_world_size: int = 1,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[int, str]:
-    """Detokenized best hypotheses of this rank's share of ``examples``, keyed by example index."""
-    batches = eval_batches(examples, task.eval_batch_size, dp_rank, dp_world_size)
-    return translate(model, vocab, [e.source for e in examples], batches, task.generation_options())
+    """Detokenized best hypotheses of this rank's share of ``examples``, keyed by example index.
+
+    ``progress``, when given, is called after every batch with the number of sentences done so far."""
+    batches = eval_batches(examples, batch_size or task.eval_batch_size, dp_rank, dp_world_size)
+    return translate(
+        model, vocab, [e.source for e in examples], batches, task.generation_options(), progress=progress
+    )
 
 
 @torch.no_grad()

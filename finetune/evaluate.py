@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from deltalm.config_tree import ConfigError, apply_overrides, from_dict, load_yaml, validate_tree
+from deltalm.engine.metrics_log import format_duration
 from deltalm.file_io import CheckpointError, write_json_atomic, write_text_atomic
 from deltalm.text_lines import join_lines
 from finetune.config import DataFileConfig, TaskConfig
@@ -53,6 +55,22 @@ def format_table(rows: list[dict], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _progress_line(pair: str, total: int, started: float, every_s: float = 30.0) -> Callable[[int], None]:
+    """A callback printing ``[evaluate] PAIR: N/TOTAL sentences | eta M:SS`` at least every ``every_s``
+    seconds and at the end."""
+    last = [started]
+
+    def report(done: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - last[0] < every_s:
+            return
+        last[0] = now
+        eta = (now - started) / max(done, 1) * (total - done)
+        print(f"[evaluate] {pair}: {done}/{total} sentences | eta {format_duration(eta)}", flush=True)
+
+    return report
+
+
 UNSCORED = {
     "empty_reference": "with an empty reference: hypothesis written",
     "empty_source": "with an empty source: empty hypothesis written",
@@ -60,13 +78,15 @@ UNSCORED = {
 }
 
 
-def pair_hypotheses(model, examples: list, vocab, task: TaskConfig) -> tuple[list[str], dict[str, int]]:
+def pair_hypotheses(
+    model, examples: list, vocab, task: TaskConfig, progress: Callable[[int], None] | None = None
+) -> tuple[list[str], dict[str, int]]:
     """One hypothesis per example, in order (an empty-source line gets an empty one), and the count of unscored
-    examples by reason (``empty_reference``, ``empty_source``)."""
+    examples by reason (``empty_reference``, ``empty_source``); ``progress`` gets the sentences done so far."""
     from finetune.decoding import generate
 
     todo = [i for i, e in enumerate(examples) if e.unscored != "empty_source"]
-    local = generate(model, [examples[i] for i in todo], vocab, task) if todo else {}
+    local = generate(model, [examples[i] for i in todo], vocab, task, progress=progress) if todo else {}
     hyps = [""] * len(examples)
     for k, i in enumerate(todo):
         hyps[i] = local[k]
@@ -133,7 +153,9 @@ def evaluate(model_dir: str, task: TaskConfig, output_dir: str, device: str = "c
     rows = []
     for pair, examples in sorted(data.items()):
         started = time.perf_counter()
-        hyps, unscored = pair_hypotheses(model, examples, vocab, task)
+        to_generate = sum(e.unscored != "empty_source" for e in examples)
+        progress = _progress_line(pair, to_generate, started)
+        hyps, unscored = pair_hypotheses(model, examples, vocab, task, progress)
         lines, unreadable = hypothesis_lines(task, pair, examples, hyps)
         unscored.update(unreadable)
         write_text_atomic(out / f"hypotheses.{pair}.txt", join_lines(lines))

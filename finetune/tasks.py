@@ -213,7 +213,9 @@ def build_examples(
                 body.append(QG_SEPARATOR_ID)
             body.extend(int(x) for x in seg)
         if len(body) > src_budget:
-            report.add("truncated_source", record.origin, f"{len(body)} > {src_budget} tokens")
+            # the message counts what the limit counts: the whole source (language tag and </s> included)
+            full = len(prefix) + len(body) + 1
+            report.add("truncated_source", record.origin, f"{full} > {spec.source_limit} tokens")
             body = body[:src_budget]
         tgt = tgt_encoded[i]
         if len(tgt) + 1 > spec.max_target_length:

@@ -8,7 +8,8 @@ Examples::
 
 The config is :class:`finetune.config.FinetuneConfig` (the engine's sections + ``task``); the run itself is
 :func:`finetune.trainer.run`. Exit codes: 0 done (or preempted after its checkpoint), 2 bad command line,
-config or data, 3 untrustworthy checkpoint, 4 too many non-finite steps. Errors are one line from rank 0.
+config or data, 3 untrustworthy checkpoint, 4 too many non-finite steps, 128 + signal number stopped by a signal
+during set-up (nothing new saved). Errors are one line from rank 0.
 """
 
 from __future__ import annotations
@@ -46,12 +47,26 @@ def read_config(argv: list[str] | None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from deltalm.engine.preemption import install_for_setup
+
+    preemption = install_for_setup()  # first: a stop signal from here until the first step ends the run
+    try:
+        return _main(argv)
+    finally:
+        preemption.uninstall()
+
+
+def _main(argv: list[str] | None) -> int:
     from deltalm.config_tree import ConfigError
+    from deltalm.engine.cli import stopped
+    from deltalm.engine.preemption import Preempted
 
     try:
         config = read_config(argv)
     except ConfigError as exc:
         return fail(exc, EXIT_BAD_CONFIG)
+    except Preempted as exc:
+        return stopped(exc)
     import torch.distributed as dist
 
     from deltalm.engine.distributed import shutdown

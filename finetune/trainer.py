@@ -5,7 +5,8 @@ returns the summary also written to ``summary.json``; ``finetune/train.py`` is i
 directory gets, besides the engine's committed checkpoints and metrics: ``weights/step_*.safetensors`` (model
 weights at every checkpoint, the newest ``task.average_last`` kept, for ``python -m finetune.averaging``),
 ``valid.jsonl`` (one line per validation), ``best/`` (a ``save_pretrained`` directory of the best validation
-score by ``task.best_metric``), ``final/`` and ``averaged/`` (the mean of the kept weights) at the end, and
+score by ``task.best_metric``), ``final/`` and ``averaged/`` (the mean of the kept weights) at the end (not
+when stopped by a signal: that run is checkpointed, not finished), and
 ``data_report.json`` (lines read and skipped by reason). Every file is written atomically
 (:mod:`deltalm.file_io`).
 """
@@ -20,6 +21,7 @@ import torch
 
 from deltalm.checkpoints.model_init import build_model, check_init, describe, init_lang_tags
 from deltalm.config_tree import ConfigError
+from deltalm.engine.checkpoint import tag_for
 from deltalm.engine.distributed import discover, init_process_group
 from deltalm.engine.ds_config import build_ds_config, zero_stage_of
 from deltalm.engine.trainer import Trainer
@@ -111,7 +113,12 @@ class FinetuneTrainer(Trainer):
             pair = {"loss": l_sum / max(n_tok, 1), "nll": n_sum / max(n_tok, 1)}
             if self.task.resolved_best_metric != "loss":
                 local = generate(
-                    self.model, examples, self.vocab, self.task, self.rank.rank, self.rank.world_size
+                    self.model,
+                    examples,
+                    self.vocab,
+                    self.task,
+                    dp_rank=self.rank.rank,
+                    dp_world_size=self.rank.world_size,
                 )
                 hyps = gather_texts(local, len(examples))
                 result = score_all(
@@ -154,7 +161,7 @@ class FinetuneTrainer(Trainer):
         return {k: v.detach().to("cpu").contiguous() for k, v in self.model.state_dict().items()}
 
     def _write_weights(self) -> None:
-        path = self.run_dir / "weights" / f"step_{self.state.step:08d}.safetensors"
+        path = self.run_dir / "weights" / f"{tag_for(self.state.step)}.safetensors"  # the checkpoint's tag
         save_safetensors_atomic(self._state(), path, metadata={"format": "pt", "step": str(self.state.step)})
         from finetune.averaging import weights_files
 
@@ -244,7 +251,11 @@ def run(config: FinetuneConfig) -> dict:
     )
     trainer = FinetuneTrainer(config, model, batches, rank, vocab=vocab, valid=valid)
     result = trainer.fit()
-    summary = {"stopped_by": result.stopped_by, "resumed_from": result.resumed_from, **trainer.finish()}
+    summary = {"stopped_by": result.stopped_by, "resumed_from": result.resumed_from}
+    if result.stopped_by == "signal":  # preempted: checkpointed, not finished (no final/ or averaged/)
+        summary.update(step=result.step, best=trainer.best)
+    else:
+        summary.update(trainer.finish())
     if rank.is_main:
         reports = {"train": train_report.to_dict(), "valid": valid_report.to_dict() if valid_report else None}
         if batches.mono_report is not None:

@@ -8,7 +8,8 @@ Everything that can be wrong with the command line, the config or the data direc
 shard table, every shard's presence and size, split across the ranks) is reported as one line on stderr with
 exit code 2 before any process group starts; a shard found bad when training first reads it (schema, rows,
 tokens, unreadable) ends the run with one line and exit code 2 as well. Exit codes: 0 done (or preempted after its
-checkpoint), 2 bad config/CLI/data, 3 untrustworthy checkpoint, 4 too many non-finite steps.
+checkpoint), 2 bad config/CLI/data, 3 untrustworthy checkpoint, 4 too many non-finite steps, 128 + signal
+number (143 SIGTERM) stopped by a signal during set-up (the handler is installed first thing; nothing new saved).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ pin_cpu_math()  # before torch loads
 
 from deltalm.checkpoints.model_init import build_model, check_init, describe  # noqa: E402
 from deltalm.config_tree import ConfigError  # noqa: E402
+from deltalm.engine.cli import stopped  # noqa: E402
 from deltalm.engine.distributed import LaunchError, RankInfo, discover, init_process_group, shutdown  # noqa: E402
+from deltalm.engine.preemption import Preempted, install_for_setup  # noqa: E402
 from deltalm.file_io import file_sha256  # noqa: E402
 from deltalm.shard_format import ShardError, load_manifest  # noqa: E402
 from deltalm.vocabulary import Vocabulary  # noqa: E402
@@ -146,13 +149,21 @@ def train(config: PretrainConfig, rank: RankInfo, vocab: Vocabulary) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    preemption = (
+        install_for_setup()
+    )  # first: a stop signal from here until the first step ends the run at once
     try:
-        config = read_config(argv)
-        rank = discover()
-        vocab = check_before_start(config, rank)
-    except (ConfigError, LaunchError, ShardError, FileNotFoundError) as exc:
-        return fail(exc, EXIT_BAD_CONFIG)
-    return run_guarded(lambda: train(config, rank, vocab))
+        try:
+            config = read_config(argv)
+            rank = discover()
+            vocab = check_before_start(config, rank)
+        except (ConfigError, LaunchError, ShardError, FileNotFoundError) as exc:
+            return fail(exc, EXIT_BAD_CONFIG)
+        except Preempted as exc:
+            return stopped(exc)
+        return run_guarded(lambda: train(config, rank, vocab))
+    finally:
+        preemption.uninstall()
 
 
 if __name__ == "__main__":

@@ -66,6 +66,10 @@ def save_pretrained(
 
 
 def _read_meta(directory: Path) -> dict:
+    if not directory.exists():
+        raise CheckpointError(f"model directory not found: {directory}")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: not a directory (a save_pretrained directory is expected)")
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory}: no {CONFIG_FILE} (not a save_pretrained directory)")
@@ -85,8 +89,6 @@ def _read_meta(directory: Path) -> dict:
 def from_pretrained(directory: str | Path, device: str | torch.device = "cpu", **overrides) -> DeltaLM:
     """Load a :func:`save_pretrained` directory; ``overrides`` change runtime config fields (dropout, ...)."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"pretrained directory not found: {directory}")
     meta = _read_meta(directory)
     try:
         config = DeltaLMConfig.from_dict({**meta["model"], **overrides})

@@ -5,7 +5,9 @@ an entry point adds (fine-tuning's ``--task``); the ``deepspeed`` launcher's ``-
 ignored (ranks come from the environment). ``--help`` names the pages that document the config keys.
 
 Exit codes: 0 done or preempted after its checkpoint, 2 bad CLI/config/data, 3 untrustworthy checkpoint,
-4 too many non-finite steps in a row. An error is one line on stderr, printed by rank 0 only (every rank meets
+4 too many non-finite steps in a row, 128 + signal number (143 SIGTERM, 138 SIGUSR1) stopped by a signal during
+set-up, before the first step (nothing new saved; see :mod:`deltalm.engine.preemption`). An error is one line on
+stderr, printed by rank 0 only (every rank meets
 the same config error; the launcher would print it once per rank). When ``DELTALM_ERROR_FILE`` names a file
 (``launch.sh`` sets it), rank 0 also writes the line there, so that the launcher can repeat it as the last thing
 the user sees, after its own logging.
@@ -20,6 +22,8 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping
+
+from deltalm.engine.preemption import Preempted
 
 EXIT_BAD_CONFIG = 2
 EXIT_CHECKPOINT = 3
@@ -97,6 +101,12 @@ def fail(exc: BaseException | str, code: int) -> int:
     return code
 
 
+def stopped(exc: Preempted) -> int:
+    """One line for a run stopped by a signal during set-up; its exit code (128 + signal number)."""
+    print(f"stopped: {exc}", file=sys.stderr, flush=True)
+    return exc.exit_code
+
+
 def run_guarded(body: Callable[[], int], bad_input: tuple[type[BaseException], ...] = ()) -> int:
     """Run the training body, mapping the engine's expected failures to one line and an exit code.
 
@@ -109,6 +119,8 @@ def run_guarded(body: Callable[[], int], bad_input: tuple[type[BaseException], .
 
     try:
         return body()
+    except Preempted as exc:
+        return stopped(exc)
     except (ConfigError, LaunchError, *bad_input) as exc:
         return fail(exc, EXIT_BAD_CONFIG)
     except CheckpointError as exc:

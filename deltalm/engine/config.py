@@ -156,7 +156,7 @@ class DeepSpeedSection:
 @dataclass
 class LoggingConfig:
     tensorboard: bool = True
-    progress_every_s: float = 0.0  # also print a progress line at least this often (0 = only run.log_every)
+    progress_every_s: float = 30.0  # also print a progress line at least this often (0 = only run.log_every)
     peak_tflops: float = 0.0  # device peak for MFU; 0 = from the device table
 
     def validate(self) -> None:

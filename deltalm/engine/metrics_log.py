@@ -43,7 +43,7 @@ class MetricsLogger:
         self._writer = None
         self._started = time.perf_counter()
         self._first_step: int | None = None
-        self._last_print = 0.0
+        self._last_print = self._started  # the time cadence counts from the start, not from step 1
         self._tensorboard = tensorboard
         self._run_dir = Path(run_dir)
 
@@ -67,6 +67,11 @@ class MetricsLogger:
                 self._writer = SummaryWriter(str(events), purge_step=step + 1 if step else None)
             except ImportError:
                 print("[metrics] tensorboard is not installed: TensorBoard logging off", file=sys.stderr)
+
+    @property
+    def tensorboard_dir(self) -> Path | None:
+        """Where the TensorBoard events go (None when TensorBoard logging is off)."""
+        return Path(self._writer.log_dir) if self._writer is not None else None
 
     def truncate_after(self, step: int) -> None:
         """Drop lines of steps > ``step`` (written after the checkpoint we resume from)."""

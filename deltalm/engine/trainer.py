@@ -144,7 +144,7 @@ class Trainer:
             tensorboard=config.logging.tensorboard,
             max_steps=config.run.max_steps,
         )
-        self.preemption = PreemptionFlag()
+        self.preemption = PreemptionFlag.for_process()  # the entry point's, installed before set-up began
         self.engine = None
         self.resumed_from: str | None = None
         self._last_saved_step = -1
@@ -213,6 +213,8 @@ class Trainer:
         if self.rank.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_yaml(self.config, self.run_dir / "config.yaml")
+            board = self.metrics.tensorboard_dir
+            self._say(f"logging: {self.metrics.path}" + (f", TensorBoard events in {board}" if board else ""))
 
     def _find_resume_point(self) -> tuple[str | None, dict | None]:
         """Tag + verified manifest to resume from (None when starting fresh); every rank agrees or all fail."""
@@ -238,10 +240,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> FitResult:
-        self.preemption.install()
+        """Set up (a stop signal now ends the run at once: :class:`Preempted`), then train to ``max_steps``
+        or to a stop signal (checkpoint at the step boundary every rank agrees on)."""
+        owned = not self.preemption.installed
+        if owned:
+            self.preemption.install(stop_now=True)
         try:
             if self.engine is None:
                 self.setup()
+            self.preemption.training_started()
             stopped_by = "max_steps"
             while self.state.step < self.config.run.max_steps:
                 stop = self.train_step()
@@ -258,7 +265,8 @@ class Trainer:
                 self.save_checkpoint()
             return FitResult(self.state.step, stopped_by, self.state.skipped_steps, self.resumed_from)
         finally:
-            self.preemption.uninstall()
+            if owned:
+                self.preemption.uninstall()
             self.metrics.close()
 
     def train_step(self) -> bool:

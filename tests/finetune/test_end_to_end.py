@@ -62,9 +62,15 @@ def _check_run(run, expect_metric: str):
     assert (run / "best" / "model.safetensors").is_file() and (run / "best" / "best.json").is_file()
     assert (run / "final" / "model.safetensors").is_file()
     assert json.loads((run / "averaged" / "averaged_from.json").read_text()) == [
-        "step_00000002.safetensors",
-        "step_00000004.safetensors",
+        "step_000000002.safetensors",
+        "step_000000004.safetensors",
     ]
+    # weights/ and checkpoints/ name a step the same way
+    from deltalm.engine.checkpoint import TAG_RE
+
+    names = [p.stem for p in (run / "weights").glob("*.safetensors")]
+    names += [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step_")]
+    assert names and all(TAG_RE.match(name) for name in names), names
     valid = [json.loads(line) for line in (run / "valid.jsonl").read_text().splitlines()]
     assert [v["step"] for v in valid] == [2, 4] and all(expect_metric in v for v in valid)
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -124,7 +124,7 @@ def test_average_refuses_mismatches_and_cli(tmp_path, capsys):
     weights = tmp_path / "run" / "weights"
     weights.mkdir(parents=True)
     for step, p in zip((100, 20, 300), paths, strict=True):
-        (weights / f"step_{step:08d}.safetensors").write_bytes(p.read_bytes())
+        (weights / f"step_{step:09d}.safetensors").write_bytes(p.read_bytes())
     proc = _cli(
         [
             "--run-dir",

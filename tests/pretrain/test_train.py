@@ -164,3 +164,36 @@ def test_launch_sh_config_error_at_two_ranks_is_one_line_printed_last(tmp_path, 
     assert lines[-1].startswith("error: unknown config key run.max_step (known: "), lines[-5:]
     # once from the ranks (rank 0) and once repeated by launch.sh: never once per rank
     assert sum("unknown config key run.max_step" in line for line in lines) == 2, lines
+
+
+@pytest.mark.parametrize("point", ["model", "engine"])
+def test_sigterm_during_setup_stops_at_once(dataset, tmp_path, point):
+    """The handler is installed first thing: SIGTERM while the model or the engine is being built ends the run
+    with one line and exit 143 (tests/deltalm/engine/setup_hold.py holds set-up there until the signal arrives)."""
+    import signal
+    import time
+
+    run_dir, marker = tmp_path / "run", tmp_path / "held"
+    environment = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):
+        environment.pop(key, None)
+    argv = ["pretrain", point, str(marker), "--", *common(dataset, run_dir), "--set", "run.max_steps=4"]
+    proc = subprocess.Popen(
+        [sys.executable, "tests/deltalm/engine/setup_hold.py", *argv],
+        cwd=REPO,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline and not marker.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), proc.communicate()[1][-3000:]
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("stopped: SIGTERM during set-up"), err[-3000:]
+    assert time.perf_counter() - sent < 30 and "Traceback" not in err
+    assert not list(run_dir.glob("checkpoints/*/COMMITTED")) and not (run_dir / "metrics.jsonl").exists()

@@ -121,7 +121,9 @@ def test_cli_errors_are_one_line(model_dir, tmp_path, capsys, monkeypatch):
     from deltalm.generation.command_line import main
 
     cases = [
-        (["--model", str(tmp_path / "nope")], "no config.json"),
+        (["--model", str(tmp_path / "nope")], "model directory not found"),
+        (["--model", str(tmp_path / "empty")], "no config.json"),
+        (["--model", str(bad_input := tmp_path / "a_file")], "not a directory"),
         (["--model", str(model_dir), "--tgt-lang", "xx"], "no tag for it"),
         (["--model", str(model_dir), "--tgt-lang", "de", "--beam-size", "0"], "beam_size must be >= 1"),
         (["--model", str(model_dir), "--tgt-lang", "de", "--batch-size", "0"], "--batch-size must be >= 1"),
@@ -131,6 +133,8 @@ def test_cli_errors_are_one_line(model_dir, tmp_path, capsys, monkeypatch):
             "cannot read",
         ),
     ]
+    (tmp_path / "empty").mkdir()
+    bad_input.write_text("x")
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9\n".encode("latin-1"))
     cases.append(

@@ -38,7 +38,11 @@ setup_env() {
   fi
   # The project itself, editable (this checkout), so that entry points and `python -m` work from anywhere.
   local here; here="$(pwd -P)"
-  if ! (cd / && "$here/.venv/bin/python" -c "import sys, deltalm; sys.exit(not deltalm.__file__.startswith('$here/'))") 2>/dev/null; then
+  if ! (cd / && "$here/.venv/bin/python" -c "
+import os, sys, deltalm, demo
+sys.exit(any(os.path.realpath(os.path.dirname(m.__file__)) != os.path.realpath(os.path.join('$here', m.__name__))
+             for m in (deltalm, demo)))
+") 2>/dev/null; then
     echo "[setup] installing this checkout into .venv (editable)" >&2
     .venv/bin/python -c "import setuptools" 2>/dev/null || .venv/bin/python -m pip install -q "setuptools>=64"
     local log; log="$(mktemp)"

@@ -217,7 +217,7 @@ def _placeholders(sandbox: Path) -> None:
     shutil.copy(weights[-1], sandbox / "b.safetensors")
     run_config = yaml.safe_load((demo / "pretrain" / "config.yaml").read_text())
     run_config["run"].update(run_dir="runs/my_run", max_steps=2)
-    run_config["init"] = {"kind": "none", "path": ""}
+    run_config["init"] = {"kind": "random", "path": ""}
     (sandbox / "my_run.yaml").write_text(yaml.safe_dump(run_config))
     mt = yaml.safe_load((demo / "finetune" / "finetune.yaml").read_text())
     mt["run"].update(run_dir="runs/my_mt", max_steps=2)
@@ -250,6 +250,7 @@ def sandbox(tmp_path_factory, smoke_demo) -> Path:
     for name in (
         "data_prep",
         "deltalm",
+        "demo",
         "finetune",
         "pretrain",
         "ds_configs",

@@ -73,7 +73,7 @@ class Check:
         self.results: dict = {}
         if self.results_file.is_file():
             self.results = json.loads(self.results_file.read_text(encoding="utf-8"))
-        settings = {k: v for k, v in vars(args).items() if k not in ("work", "jobs")}
+        settings = {k: v for k, v in vars(args).items() if k not in ("work", "jobs", "report_only")}
         if self.results.get("settings", settings) != settings:
             raise SystemExit(f"error: {self.work} holds a run with other settings; use another --work")
         self.results["settings"] = settings
@@ -345,10 +345,13 @@ class Check:
         mono = probes.span_corruption_batches(vocab, self.heldout_lines(), 64, a.heldout_windows)
         pairs = {t: probes.read_pairs(CORPUS / "parallel" / f"valid.en-{t}.jsonl.gz", t) for t in PAIRS}
         trans = probes.translation_span_batches(vocab, pairs, 64, a.heldout_windows)
-        score = lambda m: {
-            "span": round(probes.heldout_loss(m, mono), 4),
-            "translation_span": round(probes.heldout_loss(m, trans), 4),
-        }  # noqa: E731
+
+        def score(model) -> dict:
+            return {
+                "span": round(probes.heldout_loss(model, mono), 4),
+                "translation_span": round(probes.heldout_loss(model, trans), 4),
+            }
+
         out: dict = {"heldout_rows": {"span": sum(len(b["encoder_input_tokens"]) for b in mono),
                                       "translation_span": sum(len(b["encoder_input_tokens"]) for b in trans)}}  # fmt: skip
         for name in ("random", "interleaved"):
@@ -364,6 +367,9 @@ class Check:
     # ------------------------------------------------------------------ the whole run
     def main(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
+        if self.args.report_only:  # whatever stages have finished, e.g. of a run still going or cut short
+            self.report()
+            return
         self.results["machine"] = (
             f"{platform.machine()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={self.env['OMP_NUM_THREADS']}"
         )
@@ -400,6 +406,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--jobs", type=int, default=1, help="2: pre-training chain and other fine-tunings side by side"
     )
+    p.add_argument("--report-only", action="store_true", help="report the finished stages, run nothing")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--spm-vocab", type=int, default=2000)
     p.add_argument("--d-model", type=int, default=128)

@@ -5,7 +5,6 @@
 - :func:`span_corruption_batches` / :func:`translation_span_batches`: fixed held-out pre-training batches
   (T5 span corruption of monolingual text, mT6 translation span corruption of parallel pairs);
 - :func:`heldout_loss`: per-token cross-entropy (nats) of a :class:`deltalm.model.DeltaLM` on such batches;
-- :func:`paired_bootstrap`: sacreBLEU's paired bootstrap resampling of systems against a baseline.
 
 All randomness comes from fixed seeds, so two models are always scored on identical batches.
 """
@@ -14,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -177,32 +175,3 @@ def heldout_loss(model, batches: list[dict[str, torch.Tensor]]) -> float:
         tokens += int(out.num_tokens)
     model.train(was_training)
     return total / max(tokens, 1)
-
-
-# ---------------------------------------------------------------------- significance
-def paired_bootstrap(
-    references: list[str],
-    baseline: tuple[str, list[str]],
-    systems: list[tuple[str, list[str]]],
-    samples: int = 1000,
-) -> dict[str, dict]:
-    """sacreBLEU's paired bootstrap resampling (``PairedTest(test_type="bs")``) of each system against the
-    baseline: per system its BLEU, bootstrap mean ± 95 % CI and p-value (sacreBLEU's, seed 12345)."""
-    from sacrebleu.metrics import BLEU
-    from sacrebleu.significance import PairedTest
-
-    test = PairedTest([baseline, *systems], {"BLEU": BLEU()}, [references], test_type="bs", n_samples=samples)
-    _signatures, scores = test()
-    out = {}
-    base_score = scores["BLEU"][0].score
-    for name, result in zip(scores["System"], scores["BLEU"], strict=True):
-        p = result.p_value
-        if name != baseline[0] and result.score == base_score:
-            p = None  # sacreBLEU gives p = 1/(n+1) for two equal scores (every resampled difference is 0)
-        out[name] = {
-            "bleu": round(result.score, 2),
-            "mean": round(result.mean, 2) if result.mean is not None else None,
-            "ci95": round(result.ci, 2) if result.ci is not None else None,
-            "p_value": None if p is None or (isinstance(p, float) and math.isnan(p)) else round(p, 4),
-        }
-    return out

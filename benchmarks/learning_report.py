@@ -11,7 +11,7 @@ import gzip
 import json
 from pathlib import Path
 
-import learning_probes as probes
+from finetune.significance import paired_bootstrap
 
 INITS = ("random", "encoder", "interleaved", "deltalm")
 LABELS = {
@@ -48,12 +48,10 @@ def significance(work: Path, pairs: list[str]) -> dict:
     refs = {p: _references(p) for p in pairs}
     for p in pairs:
         systems = [(i, _hypotheses(work, i, p)) for i in others]
-        out[p] = probes.paired_bootstrap(refs[p], ("deltalm", recipe[p]), systems)
+        out[p] = paired_bootstrap(refs[p], ("deltalm", recipe[p]), systems)
     joined_refs = [r for p in pairs for r in refs[p]]
     systems = [(i, [h for p in pairs for h in _hypotheses(work, i, p)]) for i in others]
-    out["both"] = probes.paired_bootstrap(
-        joined_refs, ("deltalm", [h for p in pairs for h in recipe[p]]), systems
-    )
+    out["both"] = paired_bootstrap(joined_refs, ("deltalm", [h for p in pairs for h in recipe[p]]), systems)
     return out
 
 

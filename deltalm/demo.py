@@ -18,8 +18,11 @@ and everything after it):
 4. ``pretrain``: ``pretrain/train.py --preset tiny`` initialized from it (``init.kind=xlmr``), both objectives
    (span corruption and translation span corruption);
 5. ``export``: ``python -m deltalm.export --verify`` of the newest committed checkpoint (safetensors);
-6. ``finetune``: ``finetune/train.py`` on En→De and En→Fr (``init.kind=pretrained`` from the export);
-7. ``evaluate``: ``python -m finetune.evaluate`` with sacreBLEU on the held-out test split;
+6. ``finetune``: ``finetune/train.py`` on En→De and En→Fr (``init.kind=pretrained`` from the export) and, side by
+   side, the control: the same command with ``init.kind=none`` (random init, same shape, data, steps and seed;
+   :mod:`deltalm.demo_baseline`);
+7. ``evaluate``: ``python -m finetune.evaluate`` with sacreBLEU on the held-out test split, both runs, and
+   sacreBLEU's paired bootstrap of the difference;
 8. ``report``: ``report.md`` and ``report.png`` (loss curves + BLEU bars) in the run directory.
 """
 
@@ -61,6 +64,7 @@ class Budget:
     test_lines: int  # 0 = the whole held-out test split
     beam: int
     valid_examples: int  # validation sentences generated per pair during fine-tuning
+    finetune_pairs: int = 0  # training pairs per direction for fine-tuning (0 = the whole train split)
     d_model: int = 64  # the encoder (and so DeltaLM) width; the tiny pre-training preset's shape by default
     heads: int = 4
     ffn: int = 128
@@ -325,6 +329,8 @@ class Demo:
                 path = CORPUS / "parallel" / f"{split}.en-{tgt}.jsonl.gz"
                 if split == "test" and b.test_lines:
                     path = self._head(path, b.test_lines)
+                if split == "train" and b.finetune_pairs:
+                    path = self._head(path, b.finetune_pairs)
                 files[split].append({"path": str(path), "src_lang": "en", "tgt_lang": tgt})
         return files
 
@@ -374,24 +380,66 @@ class Demo:
         return path
 
     def stage_finetune(self, number: int) -> dict:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from deltalm.demo_baseline import baseline_config
+
         b = self.budget
         pairs = ", ".join(f"En→{p.capitalize()}" for p in b.pairs)
-        self._title(number, f"fine-tuning {pairs}, {b.finetune_steps} steps, from the export")
-        config = self.finetune_config()
-        run_command(
-            [self.python, "finetune/train.py", "--config", str(config)], self.log("finetune"), self.env
+        self._title(
+            number,
+            f"fine-tuning {pairs}, {b.finetune_steps} steps, from the export and (the control, side by side) "
+            "from random init",
         )
-        return {"config": str(config)}
+        config = self.finetune_config()
+        control = baseline_config(
+            config,
+            self.stage_dir("export") / "model",
+            self.random_run,
+            self.stage_dir("finetune") / "random.yaml",
+        )
+        runs = [(config, self.log("finetune")), (control, self.log("finetune_random"))]
+        with ThreadPoolExecutor(len(runs)) as pool:  # one thread each: the two runs take a core each
+            jobs = [
+                pool.submit(
+                    run_command, [self.python, "finetune/train.py", "--config", str(c)], log, self.env
+                )
+                for c, log in runs
+            ]
+            for job in jobs:
+                job.result()
+        return {"config": str(config), "random_init_config": str(control)}
+
+    @property
+    def random_run(self) -> Path:
+        return self.stage_dir("finetune") / "random_run"
 
     def stage_evaluate(self, number: int) -> dict:
-        self._title(number, f"sacreBLEU on the held-out test split (beam {self.budget.beam})")
-        run = self.stage_dir("finetune") / "run"
-        model = run / "averaged" if (run / "averaged").is_dir() else run / "final"
-        out = self.stage_dir("evaluate")
-        cmd = [self.python, "-m", "finetune.evaluate", "--model", str(model)]
-        cmd += ["--config", str(self.stage_dir("finetune") / "finetune.yaml"), "--output-dir", str(out)]
-        run_command(cmd, self.log("evaluate"), self.env)
-        return {"model": str(model)}
+        from deltalm.demo_baseline import compare
+
+        self._title(
+            number,
+            f"sacreBLEU on the held-out test split (beam {self.budget.beam}), pre-trained and random init",
+        )
+        config = self.stage_dir("finetune") / "finetune.yaml"
+        models = {}
+        for run, out in (
+            (self.stage_dir("finetune") / "run", self.stage_dir("evaluate")),
+            (self.random_run, self.stage_dir("evaluate") / "random_init"),
+        ):
+            model = run / "averaged" if (run / "averaged").is_dir() else run / "final"
+            cmd = [self.python, "-m", "finetune.evaluate", "--model", str(model)]
+            cmd += ["--config", str(config), "--output-dir", str(out)]
+            run_command(cmd, self.log("evaluate"), self.env)
+            models[str(out)] = str(model)
+        comparison = compare(config, self.stage_dir("evaluate"), self.stage_dir("evaluate") / "random_init")
+        for row in comparison:
+            verdict = "significant" if row["significant"] else "not significant"
+            say(
+                f"  {row['pair']}: pre-trained {row['pretrained']:.2f} vs random init {row['random']:.2f} BLEU "
+                f"({row['difference']:+.2f}, paired bootstrap p = {row['p_value']}, {verdict})"
+            )
+        return {"models": models, "comparison": comparison}
 
     def stage_report(self, number: int) -> dict:
         from deltalm.demo_report import write_report

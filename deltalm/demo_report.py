@@ -58,11 +58,42 @@ def plot(run_dir: Path, curves: dict[str, tuple[list[int], list[float]]], bleu: 
     return path
 
 
+def comparison_lines(comparison: list[dict]) -> list[str]:
+    """The pre-trained vs random-init table and one sentence per pair saying what the difference is."""
+    if not comparison:
+        return []
+    lines = [
+        "",
+        "## Pre-trained vs random init (same fine-tuning budget)",
+        "",
+        "| pair | sentences | pre-trained | random init | difference | paired bootstrap p | significant (p < 0.05) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in comparison:
+        p = "n/a (equal)" if row["p_value"] is None else f"{row['p_value']:.3f}"
+        lines.append(
+            f"| {row['pair']} | {row['n']} | {row['pretrained']:.2f} | {row['random']:.2f} | "
+            f"{row['difference']:+.2f} | {p} | {'yes' if row['significant'] else 'no'} |"
+        )
+    lines.append("")
+    for row in comparison:
+        better = "higher" if row["difference"] > 0 else "lower" if row["difference"] < 0 else "the same"
+        verdict = "significant" if row["significant"] else "not significant"
+        lines.append(
+            f"- {row['pair']}: the pre-trained model's BLEU is {better} than random init's by "
+            f"{abs(row['difference']):.2f}; the difference is {verdict} (sacreBLEU paired bootstrap, 1,000 "
+            f"resamples, p = {'n/a' if row['p_value'] is None else row['p_value']})."
+        )
+    return lines
+
+
 def write_report(run_dir: str | Path) -> dict[str, Path]:
     run_dir = Path(run_dir)
     budget = json.loads((run_dir / "budget.json").read_text(encoding="utf-8"))
     pretrain = read_jsonl(run_dir / "pretrain" / "metrics.jsonl")
     finetune = read_jsonl(run_dir / "finetune" / "run" / "metrics.jsonl")
+    finetune_random = read_jsonl(run_dir / "finetune" / "random_run" / "metrics.jsonl")
+    comparison = _done(run_dir, "evaluate").get("comparison", [])
     valid = read_jsonl(run_dir / "finetune" / "run" / "valid.jsonl")
     encoder = _done(run_dir, "encoder")
     results_file = run_dir / "evaluate" / "results.json"
@@ -79,6 +110,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         ),
         "DeltaLM pre-training": _series(pretrain),
         "fine-tuning En→X": _series(finetune),
+        "fine-tuning En→X, random init (control)": _series(finetune_random),
     }
     png = plot(run_dir, curves, bleu)
 
@@ -105,7 +137,14 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         f"corruption, {budget['pretrain_steps']} steps: loss {first_last(pretrain)}.",
         "- Export of the newest committed checkpoint to safetensors, verified (tensors bit-equal, logits equal).",
         f"- Fine-tuning En→{'/'.join(p.capitalize() for p in budget['pairs'])} from the export, "
-        f"{budget['finetune_steps']} steps: loss {first_last(finetune)}; {len(valid)} validations.",
+        f"{budget['finetune_steps']} steps"
+        + (
+            f" on {budget['finetune_pairs']:,} training pairs per direction"
+            if budget.get("finetune_pairs")
+            else ""
+        )
+        + f": loss {first_last(finetune)}; {len(valid)} validations. The control, the same fine-tuning from "
+        f"random init (`init.kind=none`, same shape, data, steps, schedule and seed): loss {first_last(finetune_random)}.",
         f"- Evaluation: sacreBLEU (13a, detokenized, case-sensitive) on the held-out test split, beam {budget['beam']}"
         + (f", first {budget['test_lines']} lines per pair." if budget["test_lines"] else "."),
         "",
@@ -116,6 +155,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     ]
     for row in results["results"]:
         lines.append(f"| {row['pair']} | {row['n']} | {row['scores'].get('bleu', float('nan')):.2f} |")
+    lines += comparison_lines(comparison)
     lines += [
         "",
         "A tiny model trained for minutes from a home-made encoder is a pipeline check, not a translation",

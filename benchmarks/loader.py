@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deltalm.shard_format import FORMAT_VERSION, mono_schema, write_json_atomic  # noqa: E402
+from deltalm.shard_format import FORMAT_VERSION, mono_schema, write_dataset_manifest  # noqa: E402
 from deltalm.vocabulary import XLMR_SPM_SIZE, Vocabulary, file_sha256  # noqa: E402
 from pretrain.data_config import PretrainDataConfig  # noqa: E402
 from pretrain.loader import LoaderState, PretrainLoader  # noqa: E402
@@ -87,8 +87,8 @@ def write_corpus(root: Path, docs_per_lang: int, rows_per_shard: int = 20_000, s
             "bytes": sum(s["bytes"] for s in shards),
             "shards": shards,
         }
-    write_json_atomic(
-        root / "manifest.json",
+    write_dataset_manifest(
+        root,
         {
             "format_version": FORMAT_VERSION,
             "tokenizer": VOCAB.fingerprint(),

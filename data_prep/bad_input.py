@@ -22,6 +22,12 @@ REASONS = {
 MAX_SAMPLES = 10
 
 
+def describe_counts(counts: dict[str, int]) -> str:
+    """``"3 invalid_utf8, 1 empty_document"`` (most frequent first); ``""`` when nothing was skipped."""
+    items = sorted(((n, r) for r, n in counts.items() if n), key=lambda x: (-x[0], x[1]))
+    return ", ".join(f"{n:,} {reason}" for n, reason in items)
+
+
 class BadInput:
     """Counts skipped records by reason; ``on_error='fail'`` turns the first one into a :class:`DataPrepError`."""
 

@@ -1,7 +1,8 @@
 """The ``mono`` / ``parallel`` driver: inputs → ordered tokenization → shards → manifest, resumable.
 
-Per input the manifest records its sha256, size and progress. After every shard the manifest gets a resume
-point: the start (decompressed byte offset, line) of the block in which the shard ended, how many of that
+Per input the manifest records its sha256, size and progress. Every shard is listed with a resume point
+(:meth:`data_prep.manifest.Dataset.add_shard`, O(1) in the shards already listed): the start (decompressed
+byte offset, line) of the block in which the shard ended, how many of that
 block's rows are already in shards, and the bad-input counts as of that block. Blocks are cut from their
 start only, so rerunning after a kill re-reads from that point, drops the committed rows and continues:
 the result is byte-identical to an uninterrupted run. A finished input is skipped on a rerun.
@@ -10,17 +11,18 @@ the result is byte-identical to an uninterrupted run. A finished input is skippe
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
 from deltalm.vocabulary import Vocabulary, file_sha256
 
-from .bad_input import BadInput
+from .bad_input import BadInput, describe_counts
+from .errors import DataPrepError
 from .manifest import Dataset
 from .progress import Progress
-from .readers import check_input, iter_aligned_blocks, iter_blocks
+from .readers import DOCUMENT, LINE, check_input, iter_aligned_blocks, iter_blocks
 from .shard_writer import ShardInfo, ShardWriter
 from .tokenize_pool import TaskSpec, TokenizePool
 
@@ -41,6 +43,7 @@ class BuildOptions:
     block_bytes: int = 1 << 20
     progress: bool = True
     direct_io: bool = True  # shard files bypass the page cache where the filesystem allows it
+    allow_empty: bool = False  # an input that gives no rows is an error unless this is set
 
 
 @dataclass
@@ -51,6 +54,7 @@ class BuildSummary:
     rows: int = 0
     tokens: int = 0
     bad: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # bad records of this run's inputs, by reason
 
 
 def build_stream(
@@ -153,9 +157,9 @@ def _build_input(
         )
     else:
         boundary, limit, reason = (
-            (b"\n\n", options.max_doc_bytes, "document_too_long")
+            (DOCUMENT, options.max_doc_bytes, "document_too_long")
             if spec.fmt == "mono"
-            else (b"\n", options.max_line_bytes, "line_too_long")
+            else (LINE, options.max_line_bytes, "line_too_long")
         )
         blocks = iter_blocks(
             spec.paths[0],
@@ -180,7 +184,7 @@ def _build_input(
         dataset.stream_name,
         schema,
         options.shard_size,
-        len(stream["shards"]),
+        dataset.num_shards,
         options.direct_io,
     )
     skip_rows = resume["skip_rows"]
@@ -219,9 +223,19 @@ def _build_input(
     info = writer.flush()
     if info is not None:
         _commit_shard(dataset, entry, info, None, summary)
+    summary.bad += bad.total
+    for reason, count in bad.counts.items():
+        summary.skipped[reason] = summary.skipped.get(reason, 0) + count
+    if entry["rows"] == 0 and not options.allow_empty:
+        entry["bad_input"] = BadInput().state_dict()  # the input stays not done: a rerun reads it again
+        dataset.save()
+        progress.close(message="no rows ")
+        skipped = describe_counts(bad.counts) or "the input holds no text"
+        raise DataPrepError(
+            f"{spec.paths[0]}: no rows ({skipped}); pass --allow-empty if an empty input is expected"
+        )
     entry.update(done=True, resume=None, bad_input=bad.state_dict())
     dataset.save()
-    summary.bad += bad.total
     progress.close(message=f"done ({bad.total:,} skipped) ")
 
 
@@ -231,14 +245,13 @@ def _commit_shard(
     shard = info.manifest_entry()
     if dataset.stream["kind"] == "parallel":
         shard.update(src_tokens=info.column_tokens["src"], tgt_tokens=info.column_tokens["tgt"])
-    dataset.stream["shards"].append(shard)
     entry["rows"] += info.rows
     entry["tokens"] += info.tokens
     entry["shards"] += 1
     if resume is not None:
         entry["resume"] = resume
         entry["bad_input"] = resume["bad_input"]
-    dataset.save()
+    dataset.add_shard(shard)
     summary.shards += 1
     summary.rows += info.rows
     summary.tokens += info.tokens

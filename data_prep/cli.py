@@ -9,10 +9,10 @@ import argparse
 import os
 import shlex
 import sys
-from pathlib import Path
 
 from deltalm.shard_format import mono_schema, parallel_schema, stream_name
 
+from .bad_input import describe_counts
 from .errors import DataPrepError, describe_os_error
 from .readers import base_suffix, check_input
 
@@ -69,6 +69,11 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress log lines")
     p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="accept an input that gives no rows (default: that is an error and the input is not marked done)",
+    )
+    p.add_argument(
         "--block-size",
         type=_size,
         default=1 << 20,
@@ -95,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--num-threads", type=_positive, default=2, help="trainer threads (the result depends on it)"
     )
+    p.add_argument(
+        "--max-line-bytes",
+        type=_size,
+        default=1 << 20,
+        help="longer lines are skipped and counted (default 1M, as in mono/parallel)",
+    )
     p.add_argument("inputs", nargs="+", metavar="INPUT")
 
     p = sub.add_parser("mono", help="CC100-layout text → DIR/LANG/shard-*.arrow")
@@ -118,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="re-check every shard against DIR/manifest.json")
     p.add_argument("dir")
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=_default_workers(),
+        help="checking processes (default: all cores)",
+    )
 
     p = sub.add_parser(
         "stats", help="languages, documents, tokens, bytes, temperature-sampling probabilities"
@@ -170,6 +187,7 @@ def _build_options(args: argparse.Namespace):
         block_bytes=args.block_size,
         progress=not args.no_progress,
         direct_io=not args.buffered_io,
+        allow_empty=args.allow_empty,
     )
 
 
@@ -189,6 +207,7 @@ def _report(summary, stream: str) -> None:
         f"{stream}: {summary.inputs_done} input(s) processed, {summary.inputs_skipped} already done; "
         f"{summary.shards} new shard(s), {summary.rows:,} rows, {summary.tokens:,} tokens, {summary.bad:,} bad records skipped"
     )
+    print(f"{stream}: skipped: {describe_counts(summary.skipped) or 'none'}", file=sys.stderr)
 
 
 def run_mono(args: argparse.Namespace, argv: list[str]) -> int:
@@ -258,22 +277,29 @@ def run_parallel(args: argparse.Namespace, argv: list[str]) -> int:
 def run_train_spm(args: argparse.Namespace) -> int:
     from .spm_trainer import train_spm
 
-    path = train_spm(
+    summary = train_spm(
         args.inputs,
         args.output,
         args.vocab_size,
         args.input_sentence_size,
         args.num_threads,
         args.character_coverage,
+        max_line_bytes=args.max_line_bytes,
     )
-    print(f"wrote {path} and {Path(str(path)[: -len('.model')] + '.vocab')}")
+    model = str(summary.model)
+    print(f"wrote {model} and {model[: -len('.model')]}.vocab")
+    print(
+        f"train-spm: {summary.sentences:,} sentences; skipped: {describe_counts(summary.skipped) or 'none'}"
+    )
+    shares = ", ".join(f"{label} {share:.1%}" for label, (share, _) in summary.byte_share.items())
+    print(f"train-spm: byte-fallback pieces per input: {shares}")
     return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:
     from .verify import verify_dataset
 
-    problems, summary = verify_dataset(args.dir)
+    problems, summary = verify_dataset(args.dir, args.workers)
     for problem in problems:
         print(f"verify: {problem}", file=sys.stderr)
     if problems:

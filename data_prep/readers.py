@@ -20,12 +20,16 @@ from typing import BinaryIO
 import numpy as np
 import zstandard
 
+from deltalm.text_lines import BLANK_LINE_BYTES, SPACE_RUN_BYTES, strip_bom_bytes
+
 from .errors import DataPrepError, describe_os_error
 
 COMPRESSION_SUFFIXES = (".gz", ".xz", ".zst")
 READ_CHUNK = 1 << 20
 # What a corrupt/truncated compressed stream raises while reading.
 DECOMPRESSION_ERRORS = (EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError, gzip.BadGzipFile)
+LINE = b"\n"  # record boundary of TSV/JSONL inputs
+DOCUMENT = b"\n\n"  # record boundary of CC100 text: a blank line (any whitespace, CRLF included)
 
 
 def base_suffix(path: str | Path) -> str:
@@ -129,6 +133,52 @@ class _Reader:
         self.handle.close()
 
 
+class _Boundary:
+    """Where records end: ``b"\\n"`` (lines) or ``b"\\n\\n"`` (CC100 documents: a newline and then a blank line,
+    i.e. one holding only whitespace, CRLF included; see :mod:`deltalm.text_lines`)."""
+
+    def __init__(self, boundary: bytes):
+        if boundary not in (LINE, DOCUMENT):
+            raise ValueError(f"boundary must be {LINE!r} or {DOCUMENT!r}, got {boundary!r}")
+        self.lines = boundary == LINE
+
+    def find(self, buf: bytes | bytearray, pos: int) -> tuple[int, int]:
+        """(start, end) of the first boundary starting at or after ``pos``; (-1, -1) when there is none."""
+        if self.lines:
+            i = buf.find(b"\n", pos)
+            return (i, i + 1) if i >= 0 else (-1, -1)
+        m = BLANK_LINE_BYTES.search(buf, pos)
+        return (m.start(), m.end()) if m else (-1, -1)
+
+    def last_end(self, buf: bytes | bytearray, before: int) -> int:
+        """End of the last boundary that starts before ``before`` (0 when there is none)."""
+        if self.lines:
+            return buf.rfind(b"\n", 0, before) + 1
+        end, pos = 0, 0
+        while True:
+            m = BLANK_LINE_BYTES.search(buf, pos)
+            if m is None or m.start() >= before:
+                return end
+            end, pos = m.end(), m.end() - 1  # the closing newline may open the next boundary
+
+    def resume(self, buf: bytes | bytearray) -> int:
+        """Where to search again once more bytes arrive, after :meth:`find` found none in ``buf``."""
+        if self.lines:
+            return len(buf)
+        i = buf.rfind(b"\n")  # only a boundary starting at the last newline can still be completed
+        return i if i >= 0 else len(buf)
+
+    def tail(self, buf: bytes | bytearray) -> int:
+        """Where a boundary cut by the end of ``buf`` could start (``len(buf)`` when none can)."""
+        i = buf.rfind(b"\n")
+        if i < 0:
+            return len(buf)
+        if self.lines:
+            return len(buf)
+        rest = bytes(buf[i + 1 : i + 1 + 4096])
+        return i if len(buf) - i - 1 <= 4096 and SPACE_RUN_BYTES.fullmatch(rest) else len(buf)
+
+
 def iter_blocks(
     path: str | Path,
     boundary: bytes,
@@ -139,12 +189,13 @@ def iter_blocks(
     start_offset: int = 0,
     start_line: int = 1,
 ) -> Iterator[Block]:
-    """Blocks of whole records separated by ``boundary`` (``b"\\n"`` lines, ``b"\\n\\n"`` CC100 documents).
+    """Blocks of whole records separated by ``boundary`` (:data:`LINE` lines, :data:`DOCUMENT` CC100 documents).
 
     A record longer than ``max_record_bytes`` is dropped without being held in memory (counted as
     ``too_long_reason``); a decompression error drops the unfinished tail and the rest of the file.
     """
     path = Path(path)
+    cutter = _Boundary(boundary)
     reader = _Reader(path)
     plain = None if path.name.endswith(COMPRESSION_SUFFIXES) else str(path)
     try:
@@ -153,6 +204,7 @@ def iter_blocks(
         buf = bytearray()
         offset, line = start_offset, start_line
         search_from = max(block_bytes - len(boundary), 0)
+        scan = search_from  # buf before it holds no boundary at or after search_from (no rescans of a long record)
         eof = False
         while True:
             if len(buf) < block_bytes and not eof:
@@ -161,12 +213,14 @@ def iter_blocks(
                 eof = not chunk
                 continue
             full = len(buf) >= block_bytes
-            cut = buf.find(boundary, search_from) if full else -1
-            # The record crossing the block_bytes mark starts after the last boundary before the mark.
-            # (Records wholly before the mark are shorter than a block; the workers check those.)
-            start = buf.rfind(boundary, 0, max(search_from - 1 + len(boundary), 0)) if full else -1
-            start = start + len(boundary) if start >= 0 else 0
-            if full and (cut if cut >= 0 else len(buf)) - start > max_record_bytes:
+            cut, cut_end = cutter.find(buf, scan) if full else (-1, -1)
+            stop = cut if cut >= 0 else len(buf)
+            start = 0
+            if full and stop > max_record_bytes:
+                # The record crossing the block_bytes mark starts after the last boundary before the mark.
+                # (Records wholly before the mark are shorter than a block; the workers check those.)
+                start = cutter.last_end(buf, search_from)
+            if full and stop - start > max_record_bytes:
                 # Too long: emit the records before it, then drop it without buffering it whole.
                 if start:
                     block = _block(buf, start, offset, line, skips, plain)
@@ -174,13 +228,16 @@ def iter_blocks(
                     offset, line = offset + start, line + block.lines
                     del buf[:start]
                 skips.append((too_long_reason, str(path), line))
-                dropped, newlines, buf = _drop_record(reader, buf, boundary)
+                dropped, newlines, buf = _drop_record(reader, buf, cutter)
                 offset, line = offset + dropped, line + newlines
                 eof = eof and not buf
+                scan = search_from
                 continue
             if cut >= 0:
-                end = cut + len(boundary)
+                end = cut_end
             elif not eof:
+                if full:
+                    scan = max(search_from, cutter.resume(buf))
                 chunk = reader.read()
                 buf += chunk
                 eof = not chunk
@@ -191,8 +248,8 @@ def iter_blocks(
                 break
             if eof and reader.broken:  # (compressed input) keep the whole records before the damage
                 data = bytes(buf[:end])
-                last = data.rfind(boundary)
-                data = data[: last + len(boundary)] if last >= 0 else b""
+                last = cutter.last_end(data, len(data))
+                data = data[:last]
                 if data:
                     block = _block(data, len(data), offset, line, skips, plain)
                     yield block
@@ -202,6 +259,7 @@ def iter_blocks(
             yield block
             offset, line = offset + end, line + block.lines
             del buf[:end]
+            scan = search_from
         if reader.broken:
             skips.append(("broken_compression", str(path), line))
     finally:
@@ -223,17 +281,15 @@ def _block(buf: bytes | bytearray, end: int, offset: int, line: int, skips: list
     return block
 
 
-def _drop_record(reader: _Reader, buf: bytearray, boundary: bytes) -> tuple[int, int, bytearray]:
-    """Discard bytes up to and including the next ``boundary``: (bytes dropped, newlines dropped, rest)."""
+def _drop_record(reader: _Reader, buf: bytearray, cutter: _Boundary) -> tuple[int, int, bytearray]:
+    """Discard bytes up to and including the next boundary: (bytes dropped, newlines dropped, rest)."""
     dropped, newlines = 0, 0
-    keep = len(boundary) - 1
     while True:
-        idx = buf.find(boundary, 1)  # the dropped record is non-empty; never stop at its own start
-        if idx >= 0:
-            end = idx + len(boundary)
+        _, end = cutter.find(buf, 1)  # the dropped record is non-empty; never stop at its own start
+        if end >= 0:
             return dropped + end, newlines + buf.count(b"\n", 0, end), bytearray(buf[end:])
-        if len(buf) > keep:
-            cut = len(buf) - keep
+        cut = cutter.tail(buf)
+        if cut:
             newlines += buf.count(b"\n", 0, cut)
             dropped += cut
             del buf[:cut]
@@ -305,6 +361,11 @@ class _LineReader:
 
     def readline(self) -> bytes | None:
         """The next line without its newline, ``TOO_LONG`` for an over-long one, ``None`` at the end."""
+        first = self.offset == 0
+        line = self._readline()
+        return strip_bom_bytes(line) if first and line is not None and line != TOO_LONG else line
+
+    def _readline(self) -> bytes | None:
         too_long = False
         while True:
             idx = self.buf.find(b"\n")

@@ -1,9 +1,12 @@
 """Block bytes → validated text records, in the worker processes.
 
-Mono (CC100 layout): one paragraph a line, a blank (or whitespace-only) line between documents; a document
-with any bad line is skipped whole. A document is tokenized as one string, its paragraphs joined by a space
-(what SentencePiece's normalization makes of a newline anyway), which is also ~2x faster than line by line. Parallel: TSV ``src<TAB>tgt``, JSONL ``{"en": ..., "de": ...}``, or two
-aligned files. Skips come back as ``(reason, line)`` with absolute 1-based line numbers.
+Lines and blank lines follow :mod:`deltalm.text_lines` (a line ends at ``\\n``, one ``\\r`` before it is part of
+the line end; a blank line holds only whitespace). Mono (CC100 layout): one paragraph a line, a blank line between
+documents; a bad line (invalid UTF-8, NUL byte, longer than ``--max-line-bytes``) is dropped and counted, the rest
+of its document is kept. A document is tokenized as one string, its paragraphs joined by a space (what
+SentencePiece's normalization makes of a newline anyway), which is also ~2x faster than line by line. Parallel:
+TSV ``src<TAB>tgt``, JSONL ``{"en": ..., "de": ...}``, or two aligned files. Skips come back as
+``(reason, line)`` with absolute 1-based line numbers.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+
+from deltalm.text_lines import is_blank, strip_line_end
 
 from .readers import TOO_LONG
 
@@ -56,15 +61,19 @@ def _text_lines(data: bytes, max_line_bytes: int) -> Iterator[tuple[str | None, 
             lines.pop()
         quarter = max_line_bytes // 4
         for line in lines:
+            if line.endswith("\r"):
+                line = line[:-1]
             if len(line) > quarter and len(line.encode("utf-8")) > max_line_bytes:
                 yield None, "line_too_long"
             else:
-                yield (line[:-1] if line.endswith("\r") else line), None
+                yield line, None
         return
     raw = data.split(b"\n")
     if raw and raw[-1] == b"":
         raw.pop()
     for line in raw:
+        if line.endswith(b"\r"):
+            line = line[:-1]
         if len(line) > max_line_bytes:
             yield None, "line_too_long"
         elif b"\x00" in line:
@@ -75,7 +84,7 @@ def _text_lines(data: bytes, max_line_bytes: int) -> Iterator[tuple[str | None, 
             except UnicodeDecodeError:
                 yield None, "invalid_utf8"
                 continue
-            yield (s[:-1] if s.endswith("\r") else s), None
+            yield s, None
 
 
 # What can start a whitespace-only line (``str.isspace`` characters, as UTF-8): one ASCII byte, or the first two
@@ -103,10 +112,15 @@ def valid_utf8(data: bytes) -> bool:
 def _parse_mono_fast(
     data: bytes, first_line: int, max_line_bytes: int, max_doc_bytes: int
 ) -> MonoRecords | None:
-    """CC100 parsing of a clean block with C and numpy operations only: valid UTF-8, no NUL/CR, exactly one blank
-    line between documents, no whitespace-only line, no over-long line or document. ``None`` otherwise (the exact
-    line loop below then decides; both give the same records on clean blocks)."""
-    if b"\x00" in data or b"\r" in data or data.startswith(b"\n") or not valid_utf8(data):
+    """CC100 parsing of a clean block with C and numpy operations only: valid UTF-8, no NUL byte, no ``\\r`` but
+    in CRLF line ends, exactly one blank line between documents, no over-long line or document. ``None``
+    otherwise (the exact line loop below then decides; both give the same records on clean blocks). CRLF line
+    ends become LF and whitespace-only lines become empty first: the same lines, the same line numbers."""
+    if b"\r" in data:
+        if data.count(b"\r") != data.count(b"\r\n"):
+            return None
+        data = data.replace(b"\r\n", b"\n")
+    if b"\x00" in data or data.startswith(b"\n") or not valid_utf8(data):
         return None
     body = data[:-2] if data.endswith(b"\n\n") else data[:-1] if data.endswith(b"\n") else data
     out = MonoRecords()
@@ -126,9 +140,21 @@ def _parse_mono_fast(
     # A blank line (two adjacent newlines) separates documents; lines never start at len(body) (no trailing "\n").
     lead = raw[line_starts].astype(np.int64)
     second = raw[np.minimum(line_starts + 1, len(body) - 1)]
-    for i in np.flatnonzero(_SPACE_BYTE[lead] | _SPACE_PAIR[(lead << 8) | second]).tolist():
-        if body[line_starts[i] : line_ends[i]].decode("utf-8").isspace():
-            return None
+    spaces = [
+        i
+        for i in np.flatnonzero(_SPACE_BYTE[lead] | _SPACE_PAIR[(lead << 8) | second]).tolist()
+        if body[line_starts[i] : line_ends[i]].decode("utf-8").isspace()
+    ]
+    if spaces and spaces[-1] == len(line_starts) - 1 and len(body) == len(data):
+        return None  # an unterminated whitespace-only last line: the exact path decides
+    if spaces:  # whitespace-only lines are blank lines: empty them (same lines, same numbers) and parse again
+        keep, pos = [], 0
+        for i in spaces:
+            keep.append(body[pos : line_starts[i]])
+            pos = int(line_ends[i])
+        return _parse_mono_fast(
+            b"".join(keep) + body[pos:] + data[len(body) :], first_line, max_line_bytes, max_doc_bytes
+        )
     separators = newlines[:-1][step == 1]
     doc_starts = np.concatenate(([0], separators + 2))
     doc_ends = np.concatenate((separators, [len(body)]))
@@ -150,41 +176,35 @@ def parse_mono(data: bytes, first_line: int, max_line_bytes: int, max_doc_bytes:
         return fast
     out = MonoRecords()
     cur: list[str] = []
-    cur_start, cur_bad = 0, None
+    cur_start = 0
+    in_document = False  # a bad line alone makes no document, but it does continue one
     previous_blank = False
-    lineno = first_line - 1
     for lineno, (line, reason) in enumerate(_text_lines(data, max_line_bytes), start=first_line):
-        if line is not None and not line.strip():
-            if cur or cur_bad:
-                _end_document(out, cur, cur_start, cur_bad, max_doc_bytes)
-                cur, cur_bad = [], None
-            elif previous_blank or lineno == first_line:
-                out.skips.append(("empty_document", lineno))
-            previous_blank = True
+        if reason is not None:  # a bad line is dropped and counted; its document keeps its other lines
+            out.skips.append((reason, lineno))
+            in_document, previous_blank = True, False
             continue
-        previous_blank = False
-        if not cur and cur_bad is None:
+        if is_blank(line):
+            if cur:
+                _end_document(out, cur, cur_start, max_doc_bytes)
+                cur = []
+            elif (previous_blank or lineno == first_line) and not in_document:
+                out.skips.append(("empty_document", lineno))
+            in_document, previous_blank = False, True
+            continue
+        if not cur:
             cur_start = lineno
-        if reason is not None:
-            if cur_bad is None:
-                cur_bad = (reason, lineno)
-            cur.append("")
-        else:
-            cur.append(line)
-    if cur or cur_bad:
-        _end_document(out, cur, cur_start, cur_bad, max_doc_bytes)
+        cur.append(line)
+        in_document, previous_blank = True, False
+    if cur:
+        _end_document(out, cur, cur_start, max_doc_bytes)
     return out
 
 
-def _end_document(
-    out: MonoRecords, lines: list[str], start: int, bad: Skip | None, max_doc_bytes: int
-) -> None:
-    if bad is None:
-        chars = sum(map(len, lines)) + len(lines)
-        if chars > max_doc_bytes // 4 and sum(len(x.encode("utf-8")) + 1 for x in lines) > max_doc_bytes:
-            bad = ("document_too_long", start)
-    if bad is not None:
-        out.skips.append(bad)
+def _end_document(out: MonoRecords, lines: list[str], start: int, max_doc_bytes: int) -> None:
+    chars = sum(map(len, lines)) + len(lines)
+    if chars > max_doc_bytes // 4 and sum(len(x.encode("utf-8")) + 1 for x in lines) > max_doc_bytes:
+        out.skips.append(("document_too_long", start))
         return
     out.docs.append(" ".join(lines).encode("utf-8"))
     out.doc_first_line.append(start)
@@ -195,7 +215,7 @@ def parse_tsv(data: bytes, first_line: int, max_line_bytes: int) -> ParallelReco
     for lineno, (line, reason) in enumerate(_text_lines(data, max_line_bytes), start=first_line):
         if reason is None:
             fields = line.split("\t")
-            if not line.strip():
+            if is_blank(line):
                 reason = "empty_line"
             elif len(fields) == 1:
                 reason = "tsv_no_tab"
@@ -214,7 +234,7 @@ def parse_jsonl(
     out = ParallelRecords()
     for lineno, (line, reason) in enumerate(_text_lines(data, max_line_bytes), start=first_line):
         if reason is None:
-            if not line.strip():
+            if is_blank(line):
                 reason = "empty_line"
             else:
                 try:
@@ -240,7 +260,7 @@ def parse_aligned(src: list[bytes], tgt: list[bytes], first_line: int) -> Parall
         reason = _check_raw(a) or _check_raw(b)
         if reason is None:
             sa, sb = a.decode("utf-8"), b.decode("utf-8")
-            reason = _add_pair(out, sa.rstrip("\r"), sb.rstrip("\r"), lineno)
+            reason = _add_pair(out, strip_line_end(sa), strip_line_end(sb), lineno)
         if reason is not None:
             out.skips.append((reason, lineno))
     return out
@@ -259,7 +279,7 @@ def _check_raw(line: bytes) -> str | None:
 
 
 def _add_pair(out: ParallelRecords, src: str, tgt: str, lineno: int) -> str | None:
-    if not src.strip() or not tgt.strip():
+    if is_blank(src) or is_blank(tgt):
         return "empty_side"
     out.src.append(src)
     out.tgt.append(tgt)

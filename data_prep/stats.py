@@ -1,6 +1,9 @@
 """``stats DIR``: per stream rows (documents or pairs), tokens, bytes, skipped records, and the temperature
 sampling probabilities p_l ∝ n_l^(1/T) over token counts — within each kind (mono languages, parallel pairs),
-as the pre-training loader mixes them (the same function: ``deltalm.temperature.temperature_probabilities``)."""
+as the pre-training loader mixes them (the same function: ``deltalm.temperature.temperature_probabilities``).
+
+Everything comes from ``manifest.json`` alone (per-stream totals and shard counts): O(streams) time and memory
+whatever the number of shards; no shard table or shard is read."""
 
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ def dataset_stats(directory: str | Path, temperature: float = 1.0) -> tuple[list
     if not temperature > 0:
         raise DataPrepError(f"--temperature must be > 0, got {temperature}")
     try:
-        manifest = load_manifest(directory)
+        manifest = load_manifest(directory, shards=False)
     except ShardError as exc:
         raise DataPrepError(str(exc)) from None
     streams = manifest.get("streams", {})
@@ -50,7 +53,7 @@ def dataset_stats(directory: str | Path, temperature: float = 1.0) -> tuple[list
                     s["rows"],
                     s["tokens"],
                     s["bytes"],
-                    len(s["shards"]),
+                    s["num_shards"],
                     sum(s.get("skipped", {}).values()),
                     p1[n],
                     pt[n],

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from deltalm.text_lines import strip_bom_bytes
 from deltalm.vocabulary import Vocabulary
 
 from .readers import Block
@@ -93,7 +94,7 @@ def encode_flat(vocab: Vocabulary, texts: list, long_texts: bool = False) -> tup
 def tokenize_block(spec: TaskSpec, block: Block) -> BlockResult:
     vocab = _vocab(spec.spm_path)
     if spec.fmt == "mono":
-        recs = parse_mono(block.payload(), block.line, spec.max_line_bytes, spec.max_doc_bytes)
+        recs = parse_mono(_text_payload(block), block.line, spec.max_line_bytes, spec.max_doc_bytes)
         values, lengths = encode_flat(vocab, recs.docs, long_texts=True)
         keep = lengths > 0
         skips = list(recs.skips)
@@ -115,11 +116,19 @@ def tokenize_block(spec: TaskSpec, block: Block) -> BlockResult:
     return BlockResult({"src": (src_values, src_lens), "tgt": (tgt_values, tgt_lens)}, skips, block.nbytes)
 
 
+def _text_payload(block: Block) -> bytes:
+    """The block's bytes; the file's first block loses a leading byte-order mark."""
+    data = block.payload()
+    return strip_bom_bytes(data) if block.offset[0] == 0 else data
+
+
 def _parse_parallel(spec: TaskSpec, block: Block) -> ParallelRecords:
     if spec.fmt == "tsv":
-        return parse_tsv(block.payload(), block.line, spec.max_line_bytes)
+        return parse_tsv(_text_payload(block), block.line, spec.max_line_bytes)
     if spec.fmt == "jsonl":
-        return parse_jsonl(block.payload(), block.line, spec.max_line_bytes, spec.src_lang, spec.tgt_lang)
+        return parse_jsonl(
+            _text_payload(block), block.line, spec.max_line_bytes, spec.src_lang, spec.tgt_lang
+        )
     if spec.fmt == "aligned":
         src, tgt = block.data
         return parse_aligned(src, tgt, block.line)

@@ -1,22 +1,49 @@
-"""``verify DIR``: re-check every shard against ``DIR/manifest.json``.
+"""``verify DIR``: re-check every shard against ``DIR/manifest.json`` and the streams' shard tables.
 
-Per shard: present, size, sha256, readable Arrow with the stream's schema and languages, one record batch,
-row and token counts, every id in ``[0, vocab_size)``; per stream: totals equal the sum of its shards.
-Each problem is one line naming the shard (or stream) and what is wrong.
+Per stream: the table's first ``num_shards`` entries hash to ``shards_sha256``, the totals equal the sum of
+its shards, no unfinished input or command (``.progress.json``, table lines past ``num_shards``). Per shard:
+present, size, sha256, readable Arrow with the stream's schema and languages, one record batch, row and token
+counts, every id in ``[0, vocab_size)``. Each problem is one line naming the shard (or stream) and what is
+wrong.
+
+The shard checks run in a process pool over all cores, fed stream by stream and shard by shard (results in
+manifest order), so memory stays at one stream's table plus a bounded window of shards in flight.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from deltalm.shard_format import ShardError, ShardReader, load_manifest
+from deltalm.shard_format import (
+    MANIFEST_NAME,
+    SHARD_TABLE_NAME,
+    ShardError,
+    ShardReader,
+    load_manifest,
+    load_shard_table,
+    read_table_lines,
+)
 from deltalm.vocabulary import file_sha256
 
+from .manifest import PROGRESS_NAME
 
-def _check_shard(root: Path, stream: dict, shard: dict, vocab_size: int) -> str | None:
-    path = root / shard["path"]
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def check_shard(task: tuple[str, dict, dict, int]) -> str | None:
+    """One shard's problem line, or None; ``task`` is (root, stream, shard entry, vocab_size)."""
+    root, stream, shard, vocab_size = task
+    path = Path(root) / shard["path"]
     if not path.is_file():
         return f"{path}: missing"
     size = path.stat().st_size
@@ -57,39 +84,73 @@ def _check_shard(root: Path, stream: dict, shard: dict, vocab_size: int) -> str 
     return None
 
 
-def verify_dataset(directory: str | Path) -> tuple[list[str], str]:
-    """Return (problems, summary line). No problems means the dataset is sound."""
+def _stream_problems(root: Path, name: str, stream: dict) -> tuple[list[str], list[dict]]:
+    """Stream-level problems and the stream's shard entries (empty when the table is unusable)."""
+    problems: list[str] = []
+    try:
+        shards = load_shard_table(root, name, stream)
+    except ShardError as exc:
+        return [str(exc)], []
+    table = root / name / SHARD_TABLE_NAME
+    if shards:
+        _, lines = read_table_lines(table, len(shards))
+        if lines > len(shards):
+            problems.append(
+                f"{table}: {lines - len(shards)} entries past the listed {len(shards)} "
+                "(an unfinished data_prep command: rerun it)"
+            )
+    if (root / name / PROGRESS_NAME).exists():
+        problems.append(
+            f"stream {name}: an unfinished data_prep command left {root / name / PROGRESS_NAME} (rerun it)"
+        )
+    for key in ("rows", "tokens", "bytes"):
+        total = sum(s[key] for s in shards)
+        if stream.get(key) != total:
+            problems.append(
+                f"{root / MANIFEST_NAME}: stream {name}: {key}={stream.get(key)}, shards sum to {total}"
+            )
+    unfinished = [e["path"] for e in stream.get("inputs", []) if not e.get("done")]
+    if unfinished:
+        problems.append(f"stream {name}: unfinished input {unfinished[0]} (rerun the command that added it)")
+    return problems, shards
+
+
+def verify_dataset(directory: str | Path, workers: int | None = None) -> tuple[list[str], str]:
+    """Return (problems, summary line). No problems means the dataset is sound.
+
+    ``workers``: processes hashing and reading shards (default: every core this process may use)."""
     root = Path(directory)
     try:
-        manifest = load_manifest(root)
+        manifest = load_manifest(root, shards=False)
     except ShardError as exc:
         return [str(exc)], ""
-    problems: list[str] = []
     tokenizer = manifest.get("tokenizer") or {}
     vocab_size = tokenizer.get("vocab_size")
     if not isinstance(vocab_size, int) or vocab_size <= 0:
-        return [f"{root}/manifest.json: tokenizer.vocab_size missing"], ""
-    n_shards = n_rows = n_tokens = 0
-    for name, stream in sorted(manifest.get("streams", {}).items()):
-        for shard in stream.get("shards", []):
-            problem = _check_shard(root, stream, shard, vocab_size)
-            if problem:
-                problems.append(problem)
-            n_shards += 1
-        for key in ("rows", "tokens", "bytes"):
-            total = sum(s[key] for s in stream.get("shards", []))
-            if stream.get(key) != total:
-                problems.append(
-                    f"{root}/manifest.json: stream {name}: {key}={stream.get(key)}, shards sum to {total}"
-                )
-        unfinished = [e["path"] for e in stream.get("inputs", []) if not e.get("done")]
-        if unfinished:
-            problems.append(
-                f"stream {name}: unfinished input {unfinished[0]} (rerun the command that added it)"
-            )
-        n_rows += stream.get("rows", 0)
-        n_tokens += stream.get("tokens", 0)
-    summary = (
-        f"{len(manifest.get('streams', {}))} streams, {n_shards} shards, {n_rows:,} rows, {n_tokens:,} tokens"
-    )
+        return [f"{root}/{MANIFEST_NAME}: tokenizer.vocab_size missing"], ""
+    streams = sorted(manifest.get("streams", {}).items())
+    problems: list[str] = []
+    counts = {"shards": 0, "rows": 0, "tokens": 0}
+
+    def tasks() -> Iterator[tuple[str, dict, dict, int]]:
+        for name, stream in streams:
+            found, shards = _stream_problems(root, name, stream)
+            problems.extend(found)
+            summary = {k: v for k, v in stream.items() if k != "inputs"}
+            counts["rows"] += stream.get("rows", 0)
+            counts["tokens"] += stream.get("tokens", 0)
+            for shard in shards:
+                counts["shards"] += 1
+                yield str(root), summary, shard, vocab_size
+
+    workers = workers or default_workers()
+    if workers == 1:
+        results = map(check_shard, tasks())
+        problems_from_shards = [p for p in results if p]
+    else:
+        with multiprocessing.Pool(workers) as pool:
+            problems_from_shards = [p for p in pool.imap(check_shard, tasks(), chunksize=4) if p]
+    # Stream-level lines first (they explain shard lines), then shards in manifest order.
+    problems.extend(problems_from_shards)
+    summary = f"{len(streams)} streams, {counts['shards']} shards, {counts['rows']:,} rows, {counts['tokens']:,} tokens"
     return problems, summary

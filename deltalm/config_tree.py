@@ -172,7 +172,11 @@ def dump_yaml(obj: Any, path: str | Path | None = None) -> str:
 
 
 def validate_tree(obj: Any, prefix: str = "") -> None:
-    """Call ``validate()`` on every dataclass in the tree (children first)."""
+    """Call ``validate()`` on every dataclass in the tree, list items included (children first)."""
+    if isinstance(obj, (list, tuple)):
+        for item in obj:
+            validate_tree(item, prefix)
+        return
     if not dataclasses.is_dataclass(obj):
         return
     for f in dataclasses.fields(obj):

@@ -32,11 +32,12 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from deltalm.demo_console import StageFailed, StageInterrupted, child_environment, run_stage_command
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "data_prep" / "sample_corpus"
@@ -45,7 +46,12 @@ DONE = "DONE"
 
 
 class DemoError(RuntimeError):
-    """A stage failed; the message names the stage and its log file."""
+    """A stage failed (``exit_code`` 1) or was stopped by a signal (128 + signal number); the message names
+    the stage's log file."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -78,9 +84,9 @@ BUDGETS = {
         pretrain_steps=4, finetune_steps=4, validate_every=4, test_lines=8, beam=2, valid_examples=8,
     ),
     "small": Budget(
-        "small", mono_langs=ALL_MONO, pairs=("de", "fr"), spm_vocab=2000, spm_sentences=20000, encoder_steps=300,
-        pretrain_steps=600, finetune_steps=2500, validate_every=500, test_lines=0, beam=5, valid_examples=100,
-        d_model=128, heads=4, ffn=512, layers=4,
+        "small", mono_langs=ALL_MONO, pairs=("de", "fr"), spm_vocab=2000, spm_sentences=20000, encoder_steps=1000,
+        pretrain_steps=2000, finetune_steps=1000, validate_every=250, test_lines=0, beam=5, valid_examples=100,
+        finetune_pairs=2000, d_model=128, heads=4, ffn=512, layers=4,
     ),
     "full": Budget(
         "full", mono_langs=ALL_MONO, pairs=("de", "fr"), spm_vocab=4000, spm_sentences=100000, encoder_steps=1500,
@@ -101,19 +107,20 @@ def say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
+_LOGS_SHOWN: set[Path] = set()  # a stage's log is named on the console with its first command
+
+
 def run_command(cmd: list[str], log: Path, env: dict | None = None) -> None:
-    """Run one stage command; its output goes to ``log`` (and its last lines to the screen on failure)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    shown = " ".join(str(c) for c in cmd)
-    say(f"  $ {shown}")
-    with open(log, "a", encoding="utf-8") as handle:
-        handle.write(f"$ {shown}\n")
-        handle.flush()
-        proc = subprocess.run(cmd, cwd=REPO, env=full_env, stdout=handle, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-        raise DemoError(f"command failed (exit {proc.returncode}); see {log}:\n  " + "\n  ".join(tail))
+    """Run one stage command: its output goes to ``log``, its progress lines to the screen
+    (:mod:`deltalm.demo_console`); on failure the log's last lines are shown."""
+    first = log not in _LOGS_SHOWN
+    _LOGS_SHOWN.add(log)
+    try:
+        run_stage_command(cmd, log, cwd=REPO, env=child_environment(REPO, env), say=say, show_log=first)
+    except StageFailed as exc:
+        raise DemoError(str(exc)) from None
+    except StageInterrupted as exc:
+        raise DemoError(str(exc), exc.exit_code) from None
 
 
 class Demo:
@@ -158,7 +165,10 @@ class Demo:
         marker = self.stage_dir(stage) / DONE
         if not marker.is_file():
             return None
-        info = json.loads(marker.read_text(encoding="utf-8"))
+        try:
+            info = json.loads(marker.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None  # not a marker this demo wrote whole: the stage runs again
         # a stage done under other budget numbers is not reused (changing a step count re-runs from there)
         return info if info.get("budget_settings") == self.settings() else None
 
@@ -171,7 +181,9 @@ class Demo:
             "budget_settings": self.settings(),
             "seconds": round(seconds, 1),
         }
-        marker.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        tmp = marker.with_name(DONE + ".tmp")  # whole or absent: a kill mid-write leaves no marker
+        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(marker)
 
     def forget(self, stage: str) -> None:
         for later in STAGES[STAGES.index(stage) :]:
@@ -297,7 +309,7 @@ class Demo:
             "data.spm_model": str(self.spm_model),
             "schedule.warmup_steps": max(1, b.pretrain_steps // 10),
             "checkpoint.every": every,
-            "logging.tensorboard": "false",
+            "logging.tensorboard": "true",  # events in pretrain/tensorboard/ (the report links them)
         }
         cmd = [self.python, "pretrain/train.py", "--preset", "tiny"]
         for key, value in sets.items():
@@ -360,7 +372,7 @@ class Demo:
             "batch": {"global_batch_size": 32, "micro_batch_size": 16},
             "schedule": {"kind": "inverse_sqrt", "warmup_steps": max(1, b.finetune_steps // 4)},
             "checkpoint": {"every": max(2, b.finetune_steps // 5), "keep_last": 2},
-            "logging": {"tensorboard": False},
+            "logging": {"tensorboard": True},  # events in finetune/run/tensorboard/
             "task": {
                 "name": "translation",
                 "spm_model": str(self.spm_model),
@@ -468,8 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         Demo(run_dir, BUDGETS[args.budget]).run(redo=args.redo)
     except DemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        print(f"{'error' if exc.exit_code == 1 else 'stopped'}: {exc}", file=sys.stderr)
+        return exc.exit_code
     say(f"all stages done in {time.perf_counter() - started:.0f} s; report: {run_dir / 'report.md'}")
     return 0
 

@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deltalm.engine.metrics import format_duration
 from deltalm.vocabulary import BOS_ID, EOS_ID, NUM_SPECIALS, PAD_ID, Vocabulary
 
 SHAPE = {"hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128, "num_hidden_layers": 2}
+PROGRESS_EVERY_S = 30.0  # a progress line at least this often (and every tenth of the run)
 MAX_POSITIONS = 130  # 128 tokens + the pad offset of 2 (the tiny preset's position table)
 
 
@@ -92,7 +94,7 @@ def train_encoder(
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     g = torch.Generator().manual_seed(seed)
     losses = []
-    started = time.perf_counter()
+    started = last_print = time.perf_counter()
     model.train()
     for step in range(1, steps + 1):
         rows = torch.randint(0, len(data), (batch_size,), generator=g)
@@ -106,8 +108,14 @@ def train_encoder(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(round(float(loss), 4))
-        if step % max(1, steps // 10) == 0 or step == steps:
-            print(f"[encoder] step {step}/{steps} mlm loss {loss.item():.3f}", flush=True)
+        now = time.perf_counter()
+        if step % max(1, steps // 10) == 0 or step == steps or now - last_print >= PROGRESS_EVERY_S:
+            last_print = now
+            eta = (now - started) / step * (steps - step)
+            print(
+                f"[encoder] step {step}/{steps} | mlm loss {loss.item():.3f} | eta {format_duration(eta)}",
+                flush=True,
+            )
     model.save_pretrained(str(out), safe_serialization=True)
     summary = {
         "steps": steps,

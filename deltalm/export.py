@@ -14,7 +14,9 @@ Formats:
   logical id: specials, pieces, ``<mask>``, sentinels, language tags). Starts fine-tuning (``init.kind: pretrained``)
   or pre-training, and serves ``python -m deltalm.generate``.
 - ``official``: the released ``deltalm-*.pt`` layout (``{"weights": ...}``, :func:`deltalm.save_official`).
-- ``xlmr-encoder``: the encoder as a Hugging Face ``XLMRobertaModel`` directory (+ ``sentencepiece.bpe.model``).
+- ``xlmr-encoder``: the encoder as a Hugging Face ``XLMRobertaModel`` directory (+ ``sentencepiece.bpe.model`` and
+  a ``tokenizer.json`` with byte fallback: ``AutoTokenizer`` gives the project's ids, see
+  :mod:`deltalm.adapters.hf_tokenizer`).
 
 The checkpoint's manifest and ``COMMITTED`` marker are verified first (an uncommitted or torn tag is refused);
 the fp32 master weights are consolidated tensor by tensor from the ZeRO shards of any stage and world size
@@ -91,7 +93,7 @@ def checkpoint_vocabulary(ckpt: EngineCheckpoint, spm: str | None = None) -> Voc
 
             task_config = from_dict(TaskConfig, task, prefix="task")
             vocab = Vocabulary.from_spm(path, num_sentinels=task_config.num_sentinels)
-            vocab = vocab.with_lang_tags(task_config.languages())
+            vocab = vocab.with_lang_tags(task_config.vocabulary_tags())
         else:
             vocab = Vocabulary.from_spm(path)
     except (ValueError, ConfigError) as exc:
@@ -173,8 +175,11 @@ def write_xlmr_encoder(ckpt: EngineCheckpoint, out: Path, vocab: Vocabulary | No
             item.rename(tmp / item.name)
         inner.rmdir()
         if vocab is not None:
+            from deltalm.adapters.hf_tokenizer import write_tokenizer
+
             shutil.copyfile(vocab.spm_path, tmp / "sentencepiece.bpe.model")
             (tmp / VOCAB_FILE).write_text(vocabulary_lines(vocab), encoding="utf-8")
+            write_tokenizer(vocab, tmp, model.config.max_source_length)
     return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("decoder."))
 
 

@@ -67,7 +67,14 @@ def verify_export(ckpt: EngineCheckpoint, out: Path, format: str, dtype: str = "
 
         c = ckpt.model_config
         loaded = (
-            load_official(out, heads=c.heads, pad_vocab_to_multiple=c.pad_vocab_to_multiple).float().eval()
+            load_official(
+                out,
+                heads=c.heads,
+                separate=c.separate_decoder_positions,
+                pad_vocab_to_multiple=c.pad_vocab_to_multiple,
+            )
+            .float()
+            .eval()
         )
     else:
         from deltalm.adapters.pretrained import from_pretrained

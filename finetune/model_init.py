@@ -10,8 +10,10 @@
 - ``xlmr``: a Hugging Face XLM-R/InfoXLM directory (:meth:`deltalm.model.DeltaLM.from_xlmr`).
 
 Loaded models keep their architecture; the run's dropout settings (``model.dropout``, ``attention_dropout``,
-``activation_dropout``) apply. The checkpoint's vocabulary must be the task vocabulary without tags (or with
-the same tags); the tag rows are then added by :func:`finetune.embedding_growth.grow_vocabulary`.
+``activation_dropout``) apply. The checkpoint's vocabulary must be the task's SentencePiece vocabulary. Language
+tags the checkpoint was saved with (:func:`init_lang_tags`: a ``save_pretrained`` directory's vocabulary, a
+fine-tuning run's ``task.lang_tags``) keep their rows by name; new tags get new rows
+(:func:`finetune.embedding_growth.grow_vocabulary`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,33 @@ from deltalm.engine.config import InitConfig
 from deltalm.model import DeltaLM
 from deltalm.model_config import DeltaLMConfig
 from deltalm.vocabulary import Vocabulary
-from finetune.embedding_growth import grow_vocabulary
+from finetune.embedding_growth import grow_vocabulary, tag_row_sources
+
+
+def init_lang_tags(init: InitConfig) -> tuple[str, ...]:
+    """The language tags (in id order) the starting model was saved with; () when it has none or they are
+    not recorded (official and XLM-R checkpoints, pre-training runs)."""
+    if init.kind != "pretrained":
+        return ()
+    path = Path(init.path)
+    if (path / "config.json").is_file():
+        from deltalm.adapters.pretrained import saved_lang_tags
+
+        return saved_lang_tags(path)
+    if (path / "config.yaml").is_file():  # the run's config (cheap; the checkpoint holds the same tree)
+        import yaml
+
+        task = (yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}).get("task")
+    else:
+        from deltalm.export_checkpoint import open_checkpoint
+
+        task = open_checkpoint(path).training_config.get("task")
+    if not isinstance(task, dict):
+        return ()
+    from deltalm.config_tree import from_dict
+    from finetune.config import TaskConfig
+
+    return tuple(from_dict(TaskConfig, task, prefix="task").vocabulary_tags())
 
 
 def _from_run(path: str, dropouts: dict) -> DeltaLM:
@@ -61,6 +89,11 @@ def initial_model(init: InitConfig, model_config: DeltaLMConfig, vocab: Vocabula
     else:
         raise CheckpointError(f"init.kind {init.kind!r} is not supported for fine-tuning")
     rows = model.config.vocab_size
+    saved = init_lang_tags(init)
+    if saved and rows == vocab.first_lang_tag + len(saved):
+        return grow_vocabulary(
+            model, vocab.size, tag_row_sources(vocab.first_lang_tag, saved, vocab.lang_tags)
+        )
     if rows not in (vocab.pretrain_size, vocab.size):
         raise CheckpointError(
             f"{init.path}: the model has a {rows}-row vocabulary but task.spm_model gives {vocab.pretrain_size} "

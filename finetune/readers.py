@@ -3,6 +3,8 @@
 Every reader yields :class:`Record` objects (named text fields plus the ``file:line`` they came from). A line
 that cannot be used is never fatal: it is counted by reason in a :class:`SkipReport`, which keeps a few
 ``file:line`` samples per reason so the user can find and fix them. Files may be gzip-compressed (``.gz``).
+Lines follow :mod:`deltalm.text_lines`: only ``\\n`` ends a line (one ``\\r`` before it is dropped; U+2028, form
+feeds and NEL are text), a leading byte-order mark is dropped, a blank line holds only whitespace.
 Tasks (finetune/tasks.py) decide which fields they need and count their own skips in the same report.
 """
 
@@ -16,6 +18,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from deltalm.text_lines import is_blank, iter_byte_lines
 
 MAX_SAMPLES_PER_REASON = 5
 
@@ -82,7 +86,7 @@ def _lines(path: Path, report: SkipReport) -> Iterator[tuple[str, str]]:
     """(origin, text) for every line, without the newline; undecodable lines counted as ``invalid_utf8``."""
     handle = _open_binary(path)
     try:
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in enumerate(iter_byte_lines(handle), start=1):
             origin = f"{path}:{number}"
             report.read += 1
             try:
@@ -90,7 +94,7 @@ def _lines(path: Path, report: SkipReport) -> Iterator[tuple[str, str]]:
             except UnicodeDecodeError as exc:
                 report.add("invalid_utf8", origin, f"byte {exc.start}")
                 continue
-            yield origin, text.rstrip("\n").rstrip("\r")
+            yield origin, text
     except (OSError, EOFError) as exc:  # truncated gzip and the like
         raise DataError(f"{path}: cannot be read ({str(exc).splitlines()[0]})") from None
     finally:
@@ -100,7 +104,7 @@ def _lines(path: Path, report: SkipReport) -> Iterator[tuple[str, str]]:
 def read_jsonl(path: str | Path, report: SkipReport) -> Iterator[Record]:
     """Records from a JSON-lines file: one JSON object per line; blank lines are ignored."""
     for origin, text in _lines(Path(path), report):
-        if not text.strip():
+        if is_blank(text):
             report.read -= 1
             continue
         try:
@@ -117,7 +121,7 @@ def read_jsonl(path: str | Path, report: SkipReport) -> Iterator[Record]:
 def read_tsv(path: str | Path, columns: Sequence[str], report: SkipReport) -> Iterator[Record]:
     """Records from a tab-separated file whose lines have exactly ``len(columns)`` fields."""
     for origin, text in _lines(Path(path), report):
-        if not text.strip():
+        if is_blank(text):
             report.read -= 1
             continue
         parts = text.split("\t")
@@ -172,11 +176,23 @@ def read_aligned(spec: str | Path, report: SkipReport) -> Iterator[Record]:
 def _numbered(path: Path, report: SkipReport) -> Iterator[tuple[int, str | None]]:
     handle = _open_binary(path)
     try:
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in enumerate(iter_byte_lines(handle), start=1):
             try:
-                yield number, raw.decode("utf-8").rstrip("\n").rstrip("\r")
+                yield number, raw.decode("utf-8")
             except UnicodeDecodeError:
                 yield number, None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot be read ({str(exc).splitlines()[0]})") from None
+    finally:
+        handle.close()
+
+
+def line_count(path: str | Path) -> int:
+    """Number of lines of a (possibly gzipped) text file, per :mod:`deltalm.text_lines`."""
+    path = Path(path)
+    handle = _open_binary(path)
+    try:
+        return sum(1 for _ in iter_byte_lines(handle))
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot be read ({str(exc).splitlines()[0]})") from None
     finally:

@@ -62,6 +62,7 @@ class Example:
     src_lang: str
     tgt_lang: str
     origin: str
+    unscored: str = ""  # evaluation only: "empty_reference" / "empty_source" (a hypothesis line, no score)
 
 
 def _text(record: Record, *names: str) -> str:
@@ -162,15 +163,20 @@ def build_examples(
     vocab: Vocabulary,
     report: SkipReport,
     training: bool = True,
+    keep_unscored: bool = False,
 ) -> list[Example]:
     """Tokenize ``records`` for ``spec``; unusable records are counted in ``report`` by reason.
 
     Sources longer than the limit are truncated (counted as ``truncated_source``). Targets longer than
     ``max_target_length`` are skipped when ``training`` (``target_too_long``) and truncated otherwise (the
     reference text is kept whole for scoring).
+
+    ``keep_unscored`` (evaluation: one hypothesis per test line) keeps a record with an empty target or source
+    as an example marked ``unscored`` (``empty_reference``: generated but left out of scoring;
+    ``empty_source``: an empty hypothesis) instead of skipping it.
     """
     prefix = [vocab.lang_tag_id(spec.tgt_lang)] if spec.tagged else []
-    kept: list[tuple[Record, list[str], str]] = []
+    kept: list[tuple[Record, list[str], str, str]] = []
     for record in records:
         try:
             segments = source_segments(spec.task, record, spec.src_lang)
@@ -179,22 +185,27 @@ def build_examples(
             reason, _, detail = str(exc).partition(":")
             report.add(reason, record.origin, detail)
             continue
+        unscored = ""
         if not all(segments):
-            report.add("empty_source", record.origin)
-            continue
-        if not target:
-            report.add("empty_target", record.origin)
-            continue
-        kept.append((record, segments, target))
+            if not keep_unscored:
+                report.add("empty_source", record.origin)
+                continue
+            unscored = "empty_source"
+        elif not target:
+            if not keep_unscored:
+                report.add("empty_target", record.origin)
+                continue
+            unscored = "empty_reference"
+        kept.append((record, segments, target, unscored))
     if not kept:
         return []
     n_seg = len(kept[0][1])
-    flat = [seg for _, segments, _ in kept for seg in segments] + [t for _, _, t in kept]
+    flat = [seg for _, segments, _, _ in kept for seg in segments] + [t for _, _, t, _ in kept]
     encoded = vocab.encode_batch(flat)
     src_encoded, tgt_encoded = encoded[: len(kept) * n_seg], encoded[len(kept) * n_seg :]
     examples = []
     src_budget = spec.source_limit - len(prefix) - 1
-    for i, (record, _, target) in enumerate(kept):
+    for i, (record, _, target, unscored) in enumerate(kept):
         segs = src_encoded[i * n_seg : (i + 1) * n_seg]
         body: list[int] = []
         for j, seg in enumerate(segs):
@@ -202,7 +213,9 @@ def build_examples(
                 body.append(QG_SEPARATOR_ID)
             body.extend(int(x) for x in seg)
         if len(body) > src_budget:
-            report.add("truncated_source", record.origin, f"{len(body)} > {src_budget} tokens")
+            # the message counts what the limit counts: the whole source (language tag and </s> included)
+            full = len(prefix) + len(body) + 1
+            report.add("truncated_source", record.origin, f"{full} > {spec.source_limit} tokens")
             body = body[:src_budget]
         tgt = tgt_encoded[i]
         if len(tgt) + 1 > spec.max_target_length:
@@ -221,6 +234,7 @@ def build_examples(
                 src_lang=spec.src_lang,
                 tgt_lang=spec.tgt_lang,
                 origin=record.origin,
+                unscored=unscored,
             )
         )
     return examples

@@ -9,7 +9,8 @@ The config is :class:`finetune.config.FinetuneConfig` (the engine's sections + `
 gets, besides the engine's committed checkpoints and metrics: ``weights/step_*.safetensors`` (model weights
 at every checkpoint, the newest ``task.average_last`` kept, for ``python -m finetune.average``),
 ``valid.jsonl`` (one line per validation), ``best/`` (a ``save_pretrained`` directory of the best validation
-score by ``task.best_metric``), ``final/`` and ``averaged/`` (the mean of the kept weights) at the end, and
+score by ``task.best_metric``), ``final/`` and ``averaged/`` (the mean of the kept weights) at the end (not
+when stopped by a signal: that run is checkpointed, not finished), and
 ``data_report.json`` (lines read and skipped by reason).
 """
 
@@ -28,10 +29,13 @@ import torch  # noqa: E402
 
 from deltalm.adapters.checkpoint_io import CheckpointError as AdapterCheckpointError  # noqa: E402
 from deltalm.config_tree import ConfigError  # noqa: E402
-from deltalm.engine.checkpoint import CheckpointError  # noqa: E402
+from deltalm.engine.checkpoint import CheckpointError, tag_for  # noqa: E402
+from deltalm.engine.cli import stopped  # noqa: E402
 from deltalm.engine.distributed import LaunchError, discover, init_process_group, shutdown  # noqa: E402
 from deltalm.engine.ds_config import build_ds_config, zero_stage_of  # noqa: E402
+from deltalm.engine.preemption import Preempted, install_for_setup  # noqa: E402
 from deltalm.engine.trainer import NonfiniteAbort, Trainer  # noqa: E402
+from deltalm.text_lines import split_lines  # noqa: E402
 from deltalm.vocabulary import Vocabulary  # noqa: E402
 from finetune.averaging import AveragingError, average_state_dicts  # noqa: E402
 from finetune.config import FinetuneConfig, load_finetune_config  # noqa: E402
@@ -39,9 +43,9 @@ from finetune.criterion import make_criterion  # noqa: E402
 from finetune.data import FinetuneBatches, load_split, print_report, task_vocabulary  # noqa: E402
 from finetune.decoding import gather_texts, generate, validation_loss  # noqa: E402
 from finetune.metrics import score_all  # noqa: E402
-from finetune.model_init import initial_model  # noqa: E402
+from finetune.model_init import init_lang_tags, initial_model  # noqa: E402
 from finetune.readers import DataError  # noqa: E402
-from finetune.tasks import DEFAULT_MAX_SOURCE, Example, TaskError  # noqa: E402
+from finetune.tasks import Example, TaskError  # noqa: E402
 
 USER_ERRORS = (
     ConfigError,
@@ -84,7 +88,7 @@ class FinetuneTrainer(Trainer):
         super().setup()
         log = self.run_dir / "valid.jsonl"
         if self.resumed_from and self.rank.is_main and log.is_file():  # drop validations of a lost future
-            lines = log.read_text(encoding="utf-8").splitlines()
+            lines = split_lines(log.read_text(encoding="utf-8"))
             kept = [x for x in lines if json.loads(x)["step"] <= self.state.step]
             log.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
 
@@ -169,7 +173,7 @@ class FinetuneTrainer(Trainer):
 
         folder = self.run_dir / "weights"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"step_{self.state.step:08d}.safetensors"
+        path = folder / f"{tag_for(self.state.step)}.safetensors"  # the checkpoint's own tag: one name width
         tmp = path.with_name(path.name + ".tmp")
         save_file(self._state(), str(tmp), metadata={"format": "pt", "step": str(self.state.step)})
         tmp.replace(path)
@@ -229,20 +233,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def check_length_limits(task, model_config) -> None:
-    """Refuse source/target limits the model's position table cannot hold (one line, before training)."""
-    limit = model_config.max_source_length
-    source = task.max_source_length or DEFAULT_MAX_SOURCE[task.name]
-    for key, value in (("max_source_length", source), ("max_target_length", task.max_target_length)):
-        if value > limit:
-            raise ConfigError(
-                f"task.{key}={value} exceeds the model's position table ({limit} tokens); set task.{key}<={limit}"
-            )
+    """Refuse task limits the loaded model's position table cannot hold (one line, before training)."""
+    task.check_lengths(model_config.max_source_length, f"max_positions={model_config.max_positions}")
 
 
 def run(config: FinetuneConfig) -> dict:
     """Train per ``config`` in this process (one rank); returns the summary written to ``summary.json``."""
     rank = discover()
-    vocab = task_vocabulary(config.task)
+    config.batch.accumulation(rank.world_size)  # an indivisible global batch is refused before any work
+    vocab = task_vocabulary(config.task, saved_tags=init_lang_tags(config.init))
+    config.task.lang_tags = list(vocab.lang_tags)  # the resolved tag order goes into config.yaml
     train, train_report = load_split(config.task, config.task.train, vocab, training=True)
     valid, valid_report = ({}, None)
     if config.task.valid:
@@ -274,7 +274,11 @@ def run(config: FinetuneConfig) -> dict:
     )
     trainer = FinetuneTrainer(config, model, batches, rank, vocab=vocab, valid=valid)
     result = trainer.fit()
-    summary = {"stopped_by": result.stopped_by, "resumed_from": result.resumed_from, **trainer.finish()}
+    summary = {"stopped_by": result.stopped_by, "resumed_from": result.resumed_from}
+    if result.stopped_by == "signal":  # preempted: checkpointed, not finished (no final/ or averaged/)
+        summary.update(step=result.step, best=trainer.best)
+    else:
+        summary.update(trainer.finish())
     if rank.is_main:
         reports = {"train": train_report.to_dict(), "valid": valid_report.to_dict() if valid_report else None}
         if batches.mono_report is not None:
@@ -289,6 +293,7 @@ def run(config: FinetuneConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     import torch.distributed as dist
 
+    preemption = install_for_setup()  # first: a stop signal from here until the first step ends the run
     args = parse_args(argv)
     started_here = not (dist.is_available() and dist.is_initialized())
     try:
@@ -297,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Preempted as exc:
+        return stopped(exc)
     finally:
+        preemption.uninstall()
         if started_here:  # tear down only the process group this call started
             shutdown()
     print(json.dumps(summary, indent=1))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deltalm.text_lines import blank_line_groups, split_lines
 from deltalm.vocabulary import Vocabulary
 from finetune.batching import BucketedBatches, PairSampler
 from finetune.readers import DataError, SkipReport
@@ -35,20 +36,19 @@ def is_pretrain_step(k: int, ratio: float) -> bool:
 
 
 def read_documents(path: str | Path) -> list[str]:
-    """Documents of a CC100-layout text file: paragraphs one a line, a blank line between documents."""
+    """Documents of a CC100-layout text file: paragraphs one a line, a blank line between documents (lines and
+    blank lines per :mod:`deltalm.text_lines`; undecodable bytes become U+FFFD)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"monolingual file not found: {path}")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
-            text = handle.read()
+        with opener(path, "rb") as handle:
+            data = handle.read()
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot be read ({str(exc).splitlines()[0]})") from None
-    docs = [
-        " ".join(line.strip() for line in block.splitlines() if line.strip()) for block in text.split("\n\n")
-    ]
-    return [d for d in docs if d]
+    lines = split_lines(data.decode("utf-8", errors="replace"))
+    return [" ".join(line.strip() for line in group) for group in blank_line_groups(lines)]
 
 
 def mono_chunks(

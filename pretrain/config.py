@@ -14,12 +14,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from deltalm.engine.config import TrainingConfig
+from deltalm.engine.model_init import position_limit
 from pretrain.data_config import PretrainDataConfig
 
 
 @dataclass
 class PretrainConfig(TrainingConfig):
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+
+    def validate(self) -> None:
+        """Cross-section limits: every objective's encoder and decoder lengths fit the position table."""
+        super().validate()
+        limit = position_limit(self.model, self.init)
+        if limit is not None:
+            self.data.check_lengths(*limit)
 
 
 PRESETS: dict[str, dict] = {

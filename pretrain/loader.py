@@ -11,6 +11,11 @@ Micro-batch k (the loader's counter) is a pure function of (seed, k, dp_rank, dp
    is used exactly once. Rank r takes examples ``[r·B, (r+1)·B)`` of the global batch.
 3. The rank's windows are span-corrupted with a generator seeded by (seed, k, rank).
 
+Start-up reads only the ``manifest.json`` files (O(streams)); a stream's shard table is read at its first
+window and a shard is mapped when a window first needs it, through one :class:`~pretrain.token_stream.ShardCache`
+of at most ``data.max_open_shards`` mappings (no file descriptors). Page release (``data.release_pages_every``)
+covers only the value ranges read since the last release.
+
 The state (counter + window cursors) is the same on every rank, tiny, and reflects the batches handed out,
 never the ones prefetched by the background thread. A state from another dataset (manifest fingerprint) or
 with other corruption settings is refused, naming the difference.
@@ -19,24 +24,25 @@ with other corruption settings is refused, naming the difference.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from deltalm.config_tree import ConfigError
-from deltalm.shard_format import ShardError, load_manifest, manifest_fingerprint
+from deltalm.shard_format import ShardError, load_manifest, load_shard_columns, manifest_fingerprint
 from deltalm.vocabulary import Vocabulary
 from pretrain.data_config import PretrainDataConfig
 from pretrain.mixture import StreamMixture
 from pretrain.objectives import corrupted_lengths, corruption_lengths, span_corruption_batch
 from pretrain.prefetch import Prefetcher
-from pretrain.token_stream import ShardEntry, TokenStream, open_shard
+from pretrain.token_stream import ShardCache, ShardTable, TokenStream
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +73,29 @@ class LoaderState:
         return LoaderState(self.counter, dict(self.cursors))
 
 
-def _merge_manifests(data_dirs: list[str]) -> tuple[dict[str, dict], list[str], dict]:
-    """Streams of every directory (same name = one stream, shards in directory order), fingerprints."""
-    streams: dict[str, dict] = {}
+@dataclass
+class StreamSource:
+    """One stream across the data directories: its record, totals and where its shard tables are."""
+
+    name: str
+    record: dict  # kind and languages (the first directory's record)
+    rows: int
+    tokens: int
+    parts: list[tuple[str, dict]]  # (data directory, that directory's stream record)
+
+    def shard_table(self, keep_sha256: bool = False) -> ShardTable:
+        """The stream's shards, directory after directory (reads the tables: O(shards of this stream))."""
+        parts = [(os.fspath(d), load_shard_columns(d, self.name, record)) for d, record in self.parts]
+        return ShardTable(parts, keep_sha256)
+
+
+def read_manifests(data_dirs: list[str]) -> tuple[dict[str, StreamSource], list[str], dict]:
+    """Streams of every directory (same name = one stream, shards in directory order), fingerprints and
+    tokenizer. Reads only the ``manifest.json`` files: O(streams), whatever the number of shards."""
+    streams: dict[str, StreamSource] = {}
     fingerprints, tokenizer = [], None
     for directory in data_dirs:
-        manifest = load_manifest(directory)
+        manifest = load_manifest(directory, shards=False)
         fingerprints.append(manifest_fingerprint(manifest))
         tok = manifest.get("tokenizer") or {}
         if tokenizer is None:
@@ -82,26 +105,21 @@ def _merge_manifests(data_dirs: list[str]) -> tuple[dict[str, dict], list[str], 
         for name, stream in sorted(manifest.get("streams", {}).items()):
             if stream.get("kind") not in ("mono", "parallel"):
                 raise ShardError(f"{directory}/manifest.json: stream {name} has kind {stream.get('kind')!r}")
-            merged = streams.setdefault(name, {**stream, "shards": []})
-            if merged["kind"] != stream["kind"]:
+            try:
+                rows, tokens = int(stream["rows"]), int(stream["tokens"])
+            except (KeyError, TypeError, ValueError):
+                raise ShardError(
+                    f"{directory}/manifest.json: stream {name} lacks rows/tokens totals"
+                ) from None
+            source = streams.setdefault(name, StreamSource(name, stream, 0, 0, []))
+            if source.record["kind"] != stream["kind"]:
                 raise ShardError(
                     f"{directory}/manifest.json: stream {name} is {stream['kind']} here, "
-                    f"{merged['kind']} in an earlier data_dirs entry"
+                    f"{source.record['kind']} in an earlier data_dirs entry"
                 )
-            for shard in stream.get("shards", []):
-                try:
-                    entry = ShardEntry(
-                        Path(directory) / shard["path"],
-                        int(shard["rows"]),
-                        int(shard["tokens"]),
-                        int(shard["bytes"]),
-                        str(shard["sha256"]),
-                    )
-                except (KeyError, TypeError, ValueError) as exc:
-                    raise ShardError(
-                        f"{directory}/manifest.json: stream {name}: bad shard entry ({exc})"
-                    ) from None
-                merged["shards"].append(entry)
+            source.rows += rows
+            source.tokens += tokens
+            source.parts.append((directory, stream))
     return streams, fingerprints, tokenizer or {}
 
 
@@ -133,7 +151,8 @@ class PretrainLoader:
         self.micro_batch_size, self.seed = micro_batch_size, seed
         self.dp_rank, self.dp_world_size = dp_rank, dp_world_size
 
-        manifests, fingerprints, tokenizer = _merge_manifests(config.data_dirs)
+        self.cache = ShardCache(config.max_open_shards, config.verify_sha256)
+        manifests, fingerprints, tokenizer = read_manifests(config.data_dirs)
         self.fingerprint = (
             fingerprints[0]
             if len(fingerprints) == 1
@@ -142,8 +161,8 @@ class PretrainLoader:
         self._check_tokenizer(tokenizer)
         self.tasks: dict[str, TaskSpec] = {}
         counts = {"mono": {}, "parallel": {}}
-        for name, stream in manifests.items():
-            counts[stream["kind"]][name] = int(sum(s.tokens for s in stream["shards"]))
+        for name, source in manifests.items():
+            counts[source.record["kind"]][name] = source.tokens
         want = {"mono": config.translation_ratio < 1.0, "parallel": config.translation_ratio > 0.0}
         c = config
         objectives = {
@@ -173,7 +192,7 @@ class PretrainLoader:
         density: float,
         span: float,
         key: str,
-        manifests: dict[str, dict],
+        manifests: dict[str, StreamSource],
         counts: dict[str, int],
     ) -> None:
         """Set up one objective: its mixture over the ``kind`` streams, their lengths, their shards."""
@@ -193,19 +212,21 @@ class PretrainLoader:
             )
         mixture = StreamMixture.from_counts(counts, config.temperature)
         self.tasks[kind] = TaskSpec(task_name, mixture, raw, real_in, real_tgt, density, span)
+        both = config.translation_directions == "both"
         for name in mixture.names:
-            stream = manifests[name]
-            readers = []
-            try:
-                for entry in stream["shards"]:
-                    readers.append(open_shard(entry, stream, config.verify_sha256))
-            except ShardError:
-                for reader in readers:
-                    reader.close()
-                raise
-            both = config.translation_directions == "both"
+            source = manifests[name]
             self.streams[name] = TokenStream(
-                name, kind, readers, raw, self.seed, vocab.eos, both_directions=both
+                name,
+                kind,
+                source.record,
+                functools.partial(source.shard_table, config.verify_sha256),
+                source.rows,
+                source.tokens,
+                raw,
+                self.seed,
+                vocab.eos,
+                self.cache,
+                both_directions=both,
             )
         if self.dp_rank == 0:
             log.info(
@@ -258,8 +279,7 @@ class PretrainLoader:
         )
         every = self.config.release_pages_every
         if every and new_state.counter % every == 0:
-            for stream in self.streams.values():
-                stream.release_pages()
+            self.cache.release_pages()
         return self.to_batch(inputs, targets), new_state
 
     def produce_windows(self, state: LoaderState) -> tuple[np.ndarray, TaskSpec, LoaderState]:
@@ -383,6 +403,8 @@ class PretrainLoader:
         for stream in self.streams.values():
             stream.close()
         self.streams = {}
+        if hasattr(self, "cache"):
+            self.cache.close()
 
     def __enter__(self) -> PretrainLoader:
         return self

@@ -4,9 +4,12 @@
     python pretrain/train.py ...            (one process)
     mpirun -np N python pretrain/train.py ... / srun python pretrain/train.py ...
 
-Everything that can be wrong with the command line, the config or the data directories is reported as one
-line on stderr with exit code 2 before any process group starts. Exit codes: 0 done (or preempted after its
-checkpoint), 2 bad config/CLI/data, 3 untrustworthy checkpoint, 4 too many non-finite steps.
+Everything that can be wrong with the command line, the config or the data directories (each manifest and
+shard table, every shard's presence and size, split across the ranks) is reported as one line on stderr with
+exit code 2 before any process group starts; a shard found bad when training first reads it (schema, rows,
+tokens, unreadable) ends the run with one line and exit code 2 as well. Exit codes: 0 done (or preempted after its
+checkpoint), 2 bad config/CLI/data, 3 untrustworthy checkpoint, 4 too many non-finite steps, 128 + signal
+number (143 SIGTERM) stopped by a signal during set-up (the handler is installed first thing; nothing new saved).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deltalm.config_tree import ConfigError  # noqa: E402
-from deltalm.engine.cli import EXIT_BAD_CONFIG, engine_argument_parser, fail, run_guarded  # noqa: E402
+from deltalm.engine.cli import EXIT_BAD_CONFIG, engine_argument_parser, fail, run_guarded, stopped  # noqa: E402
 from deltalm.engine.distributed import LaunchError, RankInfo, discover, init_process_group, shutdown  # noqa: E402
 from deltalm.engine.model_init import build_model, check_init  # noqa: E402
+from deltalm.engine.preemption import Preempted, install_for_setup  # noqa: E402
 from deltalm.shard_format import ShardError, load_manifest  # noqa: E402
 from deltalm.vocabulary import Vocabulary, file_sha256  # noqa: E402
 from pretrain.config import PRESETS, PretrainConfig  # noqa: E402
@@ -69,10 +73,42 @@ def check_spm_model(path: str, vocab: Vocabulary, data_dir: str) -> None:
         )
 
 
+def check_data_dirs(config: PretrainConfig, rank: RankInfo) -> None:
+    """Every ``data.data_dirs`` entry, not just the first: a readable manifest, one tokenizer for all,
+    consistent stream kinds, shard tables matching their manifests, and every listed shard present with its
+    listed size. The shard files are split across the ranks (rank r stats shards r, r + world, ...), so each
+    rank's cost is its share; schema, rows and tokens are checked when a shard is first opened."""
+    from pretrain.loader import read_manifests
+
+    for directory in config.data.data_dirs:
+        if not Path(directory).is_dir():
+            raise ShardError(f"data.data_dirs: {directory} is not a directory")
+    streams, _, _ = read_manifests(config.data.data_dirs)
+    for source in streams.values():
+        table = source.shard_table()
+        if (int(table.rows.sum()), int(table.tokens.sum())) != (source.rows, source.tokens):
+            raise ShardError(f"stream {source.name}: its shard tables do not sum to the manifest's totals")
+        for i in range(rank.rank, len(table), rank.world_size):
+            entry = table.entry(i)
+            try:
+                size = os.stat(entry.path).st_size
+            except FileNotFoundError:
+                raise ShardError(f"{entry.path}: listed in the manifest but missing") from None
+            except OSError as exc:
+                raise ShardError(f"{entry.path}: unreadable shard ({exc.strerror or exc})") from None
+            if size != entry.bytes:
+                raise ShardError(
+                    f"{entry.path}: {size} bytes, the manifest says {entry.bytes} (corrupt or replaced shard)"
+                )
+
+
 def check_before_start(config: PretrainConfig, rank: RankInfo) -> Vocabulary:
     config.batch.accumulation(rank.world_size)
     check_init(config.init)
-    return dataset_vocabulary(config)
+    vocab = dataset_vocabulary(config)
+    config.data.check_sentinels(vocab.num_sentinels)
+    check_data_dirs(config, rank)
+    return vocab
 
 
 def train(config: PretrainConfig, rank: RankInfo, vocab: Vocabulary) -> int:
@@ -94,6 +130,8 @@ def train(config: PretrainConfig, rank: RankInfo, vocab: Vocabulary) -> int:
             result = Trainer(config, model, loader, rank).fit()
         finally:
             loader.close()
+    except ShardError as exc:  # a shard found bad when first read: one line, exit 2
+        raise ConfigError(f"data: {exc}") from None
     finally:
         shutdown()
     if rank.is_main:
@@ -102,13 +140,21 @@ def train(config: PretrainConfig, rank: RankInfo, vocab: Vocabulary) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    preemption = (
+        install_for_setup()
+    )  # first: a stop signal from here until the first step ends the run at once
     try:
-        config = read_config(argv)
-        rank = discover()
-        vocab = check_before_start(config, rank)
-    except (ConfigError, LaunchError, ShardError, FileNotFoundError) as exc:
-        return fail(exc, EXIT_BAD_CONFIG)
-    return run_guarded(lambda: train(config, rank, vocab))
+        try:
+            config = read_config(argv)
+            rank = discover()
+            vocab = check_before_start(config, rank)
+        except (ConfigError, LaunchError, ShardError, FileNotFoundError) as exc:
+            return fail(exc, EXIT_BAD_CONFIG)
+        except Preempted as exc:
+            return stopped(exc)
+        return run_guarded(lambda: train(config, rank, vocab))
+    finally:
+        preemption.uninstall()
 
 
 if __name__ == "__main__":

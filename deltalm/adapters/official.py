@@ -1,10 +1,15 @@
 """The released DeltaLM checkpoint layout (``deltalm-base.pt`` / ``deltalm-large.pt``) ⇄ :class:`DeltaLM`.
 
-File: ``torch.load(f)["weights"]``, 392 tensors for base (DESIGN.md §6). The official model keeps separate
-source and target embeddings (``src_embedding.*``, ``tgt_embedding.*``) that are identical copies; we keep
-one and refuse a file whose copies differ. Our module names equal the official ones below the embedding, so
-the mapping is: ``{src,tgt}_embedding.X`` ↔ ``embedding.X``, everything else one to one. The config is inferred
-from tensor shapes; the head count cannot be, so it is an argument (default ``d_model // 64``).
+File: ``torch.load(f)["weights"]``, 392 tensors for base. The official fairseq model ties only the token
+embeddings: positions (``embed_positions``) and, for base, the embedding LayerNorm (``emb_layer_norm``) are
+separate parameters of the encoder (``src_embedding.*``) and the decoder (``tgt_embedding.*``), so a model
+trained or fine-tuned with the official code has two different copies. Such a file loads into a model with
+``separate_decoder_positions`` (``src_embedding.X`` ↔ ``embedding.X``, ``tgt_embedding.X`` ↔
+``decoder_embedding.X``); a file whose copies are equal loads into one shared table (``separate`` = None, the
+default, decides by comparing; True/False force it). The two ``embed_tokens`` copies must be equal: the
+official model shares them. Below the embeddings our module names equal the official ones. The config is
+inferred from tensor shapes; the head count cannot be, so it is an argument (default ``d_model // 64``).
+Load then save gives the file's tensors back bit for bit.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from deltalm.model import DeltaLM
 from deltalm.model_config import DeltaLMConfig
 
 EMBEDDING_COPIES = ("src_embedding", "tgt_embedding")
+TOKENS = "embed_tokens.weight"
 
 
 def official_keys(config: DeltaLMConfig) -> dict[str, str]:
@@ -27,15 +33,31 @@ def official_keys(config: DeltaLMConfig) -> dict[str, str]:
         ours = [n for n, _ in DeltaLM(config).named_parameters()]
     out = {}
     for name in ours:
-        if name.startswith("embedding."):
-            for copy in EMBEDDING_COPIES:
-                out[copy + name[len("embedding") :]] = name
+        if name.startswith("decoder_embedding."):
+            out["tgt_embedding" + name[len("decoder_embedding") :]] = name
+        elif name.startswith("embedding."):
+            rest = name[len("embedding") :]
+            shared = rest == "." + TOKENS or not config.separate_decoder_positions
+            for copy in EMBEDDING_COPIES if shared else EMBEDDING_COPIES[:1]:
+                out[copy + rest] = name
         else:
             out[name] = name
     return out
 
 
-def _infer_config(weights: dict[str, torch.Tensor], heads: int | None, overrides: dict) -> DeltaLMConfig:
+def _copies_differ(weights: dict[str, torch.Tensor]) -> str | None:
+    """The first ``tgt_embedding`` key whose tensor differs from its ``src_embedding`` copy (None: all equal)."""
+    for key in sorted(weights):
+        if key.startswith("tgt_embedding."):
+            src = weights.get("src" + key[3:])  # a missing one is reported as missing later
+            if src is not None and (src.shape != weights[key].shape or not torch.equal(src, weights[key])):
+                return key
+    return None
+
+
+def _infer_config(
+    weights: dict[str, torch.Tensor], heads: int | None, separate: bool, overrides: dict
+) -> DeltaLMConfig:
     def need(key: str) -> torch.Tensor:
         if key not in weights:
             raise CheckpointError(f"official checkpoint lacks key {key}")
@@ -60,6 +82,7 @@ def _infer_config(weights: dict[str, torch.Tensor], heads: int | None, overrides
         "decoder_blocks": count("decoder.layers"),
         "max_positions": positions,
         "embedding_layer_norm": "src_embedding.emb_layer_norm.weight" in weights,
+        "separate_decoder_positions": separate,
         **overrides,
     }
     try:
@@ -68,12 +91,16 @@ def _infer_config(weights: dict[str, torch.Tensor], heads: int | None, overrides
         raise CheckpointError(f"cannot build a config from the checkpoint: {exc}") from None
 
 
-def load_official(path: str | Path, heads: int | None = None, **overrides) -> DeltaLM:
+def load_official(
+    path: str | Path, heads: int | None = None, separate: bool | None = None, **overrides
+) -> DeltaLM:
     """Load a released DeltaLM ``.pt`` (``{"weights": {...}}``) into a :class:`DeltaLM` of the file's dtype.
 
-    Every key is checked: a missing, unexpected or wrongly shaped tensor is refused naming the key, and the
-    ``src_``/``tgt_`` embedding copies must be equal. ``overrides`` set other config fields (e.g. dropout,
-    ``pad_vocab_to_multiple=64``: extra rows are added as zeros and dropped again by :func:`save_official`).
+    Every key is checked: a missing, unexpected or wrongly shaped tensor is refused naming the key; the two
+    ``embed_tokens`` copies must be equal. ``separate``: the decoder keeps its own position table and
+    embedding LayerNorm (``tgt_embedding.*``); None = exactly when the file's copies differ; False refuses a
+    file whose copies differ. ``overrides`` set other config fields (e.g. dropout, ``pad_vocab_to_multiple=64``:
+    extra rows are added as zeros and dropped again by :func:`save_official`).
     """
     blob = read_torch_weights(path)
     if not isinstance(blob, dict) or not isinstance(blob.get("weights"), dict):
@@ -84,7 +111,18 @@ def load_official(path: str | Path, heads: int | None = None, **overrides) -> De
     for key, value in weights.items():
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{path}: weights[{key!r}] is not a tensor")
-    config = _infer_config(weights, heads, overrides)
+    differing = _copies_differ(weights)
+    if differing == "tgt_embedding." + TOKENS:
+        raise CheckpointError(
+            f"{path}: {differing} differs from src_embedding.{TOKENS}; the official model shares its token "
+            "embeddings"
+        )
+    if separate is False and differing is not None:
+        raise CheckpointError(
+            f"{path}: {differing} differs from its src_embedding copy; load it with separate decoder positions"
+        )
+    separate = differing is not None if separate is None else separate
+    config = _infer_config(weights, heads, separate, overrides)
     mapping = official_keys(config)
     missing = sorted(set(mapping) - set(weights))
     if missing:
@@ -92,24 +130,13 @@ def load_official(path: str | Path, heads: int | None = None, **overrides) -> De
     unexpected = sorted(set(weights) - set(mapping))
     if unexpected:
         raise CheckpointError(f"{path}: unexpected key {unexpected[0]}")
-    for key in mapping:
-        if key.startswith("tgt_embedding."):
-            src_key = "src" + key[3:]
-            if weights[key].shape != weights[src_key].shape or not torch.equal(
-                weights[key], weights[src_key]
-            ):
-                raise CheckpointError(
-                    f"{path}: {key} differs from {src_key}; this loader keeps one shared embedding"
-                )
-    dtype = weights["src_embedding.embed_tokens.weight"].dtype
+    dtype = weights["src_embedding." + TOKENS].dtype
     model = DeltaLM(config).to(dtype)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for key, name in mapping.items():
-            if key.startswith("tgt_embedding."):
-                continue
             tensor, param = weights[key], params[name]
-            if name == "embedding.embed_tokens.weight":
+            if name == "embedding." + TOKENS:
                 if tensor.shape != (config.vocab_size, config.d_model):
                     raise CheckpointError(f"{path}: {key} has shape {tuple(tensor.shape)}")
                 param[: config.vocab_size].copy_(tensor)

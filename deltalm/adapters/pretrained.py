@@ -55,6 +55,10 @@ def save_pretrained(model: DeltaLM, directory: str | Path, vocabulary: Vocabular
 
 
 def _read_meta(directory: Path) -> dict:
+    if not directory.exists():
+        raise CheckpointError(f"model directory not found: {directory}")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: not a directory (a save_pretrained directory is expected)")
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory}: no {CONFIG_FILE} (not a save_pretrained directory)")
@@ -74,8 +78,6 @@ def _read_meta(directory: Path) -> dict:
 def from_pretrained(directory: str | Path, device: str | torch.device = "cpu", **overrides) -> DeltaLM:
     """Load a :func:`save_pretrained` directory; ``overrides`` change runtime config fields (dropout, ...)."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"pretrained directory not found: {directory}")
     meta = _read_meta(directory)
     try:
         config = DeltaLMConfig.from_dict({**meta["model"], **overrides})
@@ -114,6 +116,12 @@ def _repad_vocabulary_rows(state: dict, expected: dict, vocab_size: int) -> None
     rows = torch.zeros((want.shape[0], *have.shape[1:]), dtype=have.dtype)
     rows[:vocab_size] = have[:vocab_size]
     state[key] = rows
+
+
+def saved_lang_tags(directory: str | Path) -> tuple[str, ...]:
+    """The language tags (id order) of the vocabulary saved with the model; () when none was saved."""
+    info = _read_meta(Path(directory)).get("vocabulary") or {}
+    return tuple(info.get("lang_tags") or ())
 
 
 def pretrained_vocabulary(directory: str | Path) -> Vocabulary | None:

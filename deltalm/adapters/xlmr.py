@@ -205,6 +205,8 @@ def from_xlmr(
     d = config.d_model
     sources = parameter_sources(config.encoder_layers, config.decoder_blocks)
     params = dict(model.named_parameters())
+    for name in [n for n in params if n.startswith("decoder_embedding.")]:  # copies of the encoder's, below
+        sources[name] = sources["embedding" + name[len("decoder_embedding") :]]
     missing = sorted(set(params) - set(sources))
     if missing:  # the mapping must cover every parameter: no sub-layer stays random
         raise CheckpointError(f"no XLM-R source for DeltaLM parameter {missing[0]}")
@@ -225,7 +227,10 @@ def from_xlmr(
         for name, source in sources.items():
             if name in ("embedding.embed_tokens.weight", "embedding.embed_positions.weight"):
                 continue
+            if name.startswith("decoder_embedding."):
+                continue  # copy_decoder_embedding below
             params[name].copy_(_take(state, source, tuple(params[name].shape)))
+        model.copy_decoder_embedding()
     if len(new_rows):
         sources["embedding.embed_tokens.weight"] += (
             f" (rows 0..{hf_vocab - 1}; rows {hf_vocab}..{table.size(0) - 1} new, N(0, {NEW_ROW_STD}))"

@@ -3,7 +3,8 @@
 ``--config FILE`` (optional with ``--preset``), ``--preset NAME``, ``--set key=value`` (repeatable); the
 ``deepspeed`` launcher's ``--local_rank`` is accepted and ignored (ranks come from the environment).
 Exit codes: 0 done or preempted after its checkpoint, 2 bad CLI/config/data, 3 untrustworthy checkpoint,
-4 too many non-finite steps in a row.
+4 too many non-finite steps in a row, 128 + signal number (143 SIGTERM, 138 SIGUSR1) stopped by a signal during
+set-up, before the first step (nothing new saved; see :mod:`deltalm.engine.preemption`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+
+from deltalm.engine.preemption import Preempted
 
 EXIT_BAD_CONFIG = 2
 EXIT_CHECKPOINT = 3
@@ -46,6 +49,12 @@ def fail(exc: BaseException, code: int) -> int:
     return code
 
 
+def stopped(exc: Preempted) -> int:
+    """One line for a run stopped by a signal during set-up; its exit code (128 + signal number)."""
+    print(f"stopped: {exc}", file=sys.stderr, flush=True)
+    return exc.exit_code
+
+
 def run_guarded(body: Callable[[], int]) -> int:
     """Run the training body, mapping the engine's expected failures to one line and an exit code."""
     from deltalm.config_tree import ConfigError
@@ -54,6 +63,8 @@ def run_guarded(body: Callable[[], int]) -> int:
 
     try:
         return body()
+    except Preempted as exc:
+        return stopped(exc)
     except ConfigError as exc:
         return fail(exc, EXIT_BAD_CONFIG)
     except CheckpointError as exc:

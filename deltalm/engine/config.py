@@ -8,6 +8,7 @@ is refused before any work (:meth:`BatchConfig.accumulation`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,7 +152,7 @@ class DeepSpeedSection:
 @dataclass
 class LoggingConfig:
     tensorboard: bool = True
-    progress_every_s: float = 0.0  # also print a progress line at least this often (0 = only run.log_every)
+    progress_every_s: float = 30.0  # also print a progress line at least this often (0 = only run.log_every)
     peak_tflops: float = 0.0  # device peak for MFU; 0 = from the device table
 
     def validate(self) -> None:
@@ -167,6 +168,8 @@ class NonfiniteConfig:
     def validate(self) -> None:
         if self.max_consecutive < 1:
             raise ConfigError(f"nonfinite.max_consecutive must be >= 1, got {self.max_consecutive}")
+        if any(step < 1 for step in self.inject_at_steps):
+            raise ConfigError(f"nonfinite.inject_at_steps: steps count from 1, got {self.inject_at_steps}")
 
 
 @dataclass
@@ -195,6 +198,11 @@ class TrainingConfig:
     def validate(self) -> None:
         if not self.deepspeed.template_path().is_file():
             raise ConfigError(f"deepspeed.config: template not found: {self.deepspeed.config}")
+        from deltalm.engine.ds_config import build_ds_config
+
+        # the template's content and its combination with the deepspeed section, before any process starts
+        # (the batch layout is checked for the real world size by the entry points)
+        build_ds_config(self, world_size=1)
 
 
 def resolve_model_section(data: dict) -> dict:
@@ -229,7 +237,7 @@ def build_config(
     if name is not None:
         if name not in presets:
             raise ConfigError(f"unknown preset {name!r} (known: {', '.join(sorted(presets))})")
-        data = merge(presets[name], data)
+        data = merge(copy.deepcopy(presets[name]), data)  # --set must never edit the preset itself
     data = apply_overrides(data, overrides)
     config = from_dict(cls, resolve_model_section(data))
     validate_tree(config)

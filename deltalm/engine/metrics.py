@@ -1,7 +1,10 @@
 """Run metrics: ``metrics.jsonl`` (one JSON object per optimizer step), TensorBoard scalars, the rank-0 progress line.
 
-Only rank 0 writes. ``metrics.jsonl`` is appended and flushed every step; on resume, lines of steps after the
-checkpoint are dropped first so the file reads like one uninterrupted run.
+Only rank 0 writes. ``metrics.jsonl`` is appended and flushed every step. :meth:`MetricsLogger.begin` makes
+both logs read like one uninterrupted run: resuming from step S drops the ``metrics.jsonl`` lines of steps
+after S and opens TensorBoard with ``purge_step=S+1`` (TensorBoard discards the older events of steps > S);
+starting at step 0 in a run directory that has logs (a run killed before its first checkpoint) removes
+``metrics.jsonl`` and the old TensorBoard event files first.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import math
 import sys
 import time
 from pathlib import Path
+
+from deltalm.text_lines import split_lines
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -37,24 +42,42 @@ class MetricsLogger:
         self._writer = None
         self._started = time.perf_counter()
         self._first_step: int | None = None
-        self._last_print = 0.0
-        if not enabled:
+        self._last_print = self._started  # the time cadence counts from the start, not from step 1
+        self._tensorboard = tensorboard
+        self._run_dir = Path(run_dir)
+
+    def begin(self, step: int) -> None:
+        """Start logging after ``step`` (0: a fresh run, earlier logs in the run directory are removed)."""
+        if not self.enabled:
             return
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        if tensorboard:
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        events = self._run_dir / "tensorboard"
+        if step == 0:
+            self.path.unlink(missing_ok=True)
+            if events.is_dir():
+                for old in events.glob("events.out.tfevents.*"):
+                    old.unlink()
+        else:
+            self.truncate_after(step)
+        if self._tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+                self._writer = SummaryWriter(str(events), purge_step=step + 1 if step else None)
             except ImportError:
                 print("[metrics] tensorboard is not installed: TensorBoard logging off", file=sys.stderr)
+
+    @property
+    def tensorboard_dir(self) -> Path | None:
+        """Where the TensorBoard events go (None when TensorBoard logging is off)."""
+        return Path(self._writer.log_dir) if self._writer is not None else None
 
     def truncate_after(self, step: int) -> None:
         """Drop lines of steps > ``step`` (written after the checkpoint we resume from)."""
         if not self.enabled or not self.path.is_file():
             return
         kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for line in split_lines(self.path.read_text(encoding="utf-8")):
             try:
                 if json.loads(line)["step"] <= step:
                     kept.append(line)

@@ -11,7 +11,18 @@ from deltalm.config_tree import ConfigError
 from deltalm.engine.config import InitConfig
 from deltalm.model_config import DeltaLMConfig
 
-ARCHITECTURE_FIELDS = ("d_model", "heads", "ffn", "encoder_layers", "decoder_blocks", "vocab_size")
+# What the checkpoint fixes: the run's config (written into every checkpoint and used by export) must say the same.
+ARCHITECTURE_FIELDS = (
+    "d_model",
+    "heads",
+    "ffn",
+    "encoder_layers",
+    "decoder_blocks",
+    "vocab_size",
+    "max_positions",
+    "embedding_layer_norm",
+    "separate_decoder_positions",
+)
 RUNTIME_FIELDS = (
     "dropout",
     "attention_dropout",
@@ -35,6 +46,54 @@ def check_init(init: InitConfig) -> None:
         raise ConfigError(f"init.path: {init.kind} directory not found: {path}")
     if init.kind == "official" and not path.is_file():
         raise ConfigError(f"init.path: official checkpoint not found: {path}")
+
+
+def init_max_positions(init: InitConfig) -> int | None:
+    """Rows of the position table of the checkpoint ``init`` names, read from its metadata without loading
+    weights: a ``save_pretrained`` directory's ``config.json``, an HF directory's ``max_position_embeddings``,
+    the position table's rows in an official ``.pt`` (memory-mapped, nothing read but that shape). None when
+    that does not say (random init, a run directory) or is unreadable (the loader reports that)."""
+    import json
+
+    if init.kind == "official":
+        return _official_positions(Path(init.path))
+    path = Path(init.path) / "config.json"
+    if init.kind not in ("pretrained", "xlmr") or not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        value = (
+            meta["model"]["max_positions"]
+            if init.kind == "pretrained"
+            else meta.get("max_position_embeddings", 514)
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _official_positions(path: Path) -> int | None:
+    import pickle
+
+    import torch
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(blob["weights"]["src_embedding.embed_positions.weight"].shape[0])
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError):
+        return None
+
+
+def position_limit(model: DeltaLMConfig, init: InitConfig) -> tuple[int, str] | None:
+    """(longest sequence the position table holds, where the table comes from) of the model ``init`` gives:
+    the ``model`` section for a random init, the checkpoint's metadata otherwise; None when only loading the
+    checkpoint tells (the entry point checks the loaded model then)."""
+    if init.kind == "none":
+        return model.max_source_length, f"model.max_positions={model.max_positions}"
+    rows = init_max_positions(init)
+    if rows is None:
+        return None
+    return rows - model.pad_id - 1, f"max_positions={rows} of init.path {init.path}"
 
 
 def build_model(config: DeltaLMConfig, init: InitConfig, *, seed: int):

@@ -1,6 +1,6 @@
 """Non-finite guard: the one place where a step with a NaN/inf loss or gradient is refused, at every ZeRO stage.
 
-DeepSpeed skips a NaN step under ZeRO 1-3 but applies it under ZeRO-0 fp32 (DESIGN.md §7). The guard is a mixin
+DeepSpeed skips a NaN step under ZeRO 1-3 but applies it under ZeRO-0 fp32 (checked on DeepSpeed 0.19.8). The guard is a mixin
 on the client optimizer: whatever DeepSpeed wraps around it (basic, ZeRO 1/2/3 partitions, bf16/fp16 masters),
 the inner ``step()`` sees the final gradients. When their norm or the trainer's all-reduced loss flag is
 non-finite it returns without touching parameters or Adam moments; DeepSpeed then zeroes the gradients, so the

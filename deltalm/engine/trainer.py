@@ -2,7 +2,7 @@
 
 One optimizer step (:meth:`Trainer.train_step`) reads as its named parts: fetch the micro-batches, all-reduce
 the step's real-token count, forward/backward each micro-batch with its loss sum scaled by
-``world / global_tokens`` (so DeepSpeed's gradient averaging yields the exact global token mean, DESIGN.md §5),
+``world / global_tokens`` (so DeepSpeed's gradient averaging yields the exact global token mean),
 all-reduce the loss and the non-finite/stop flags, step (the guard skips a non-finite step at every ZeRO stage),
 log. Randomness (dropout) is derived from ``(seed, global micro-batch slot)``, so a resumed run and a run with a
 different rank layout draw the same masks and no RNG state has to be saved.
@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from deltalm.config_tree import dump_yaml, to_dict
+from deltalm.config_tree import ConfigError, dump_yaml, to_dict
 from deltalm.engine.checkpoint import CheckpointError, CheckpointStore
 from deltalm.engine.config import TrainingConfig
 from deltalm.engine.distributed import RankInfo, collective_device
@@ -139,7 +139,7 @@ class Trainer:
             tensorboard=config.logging.tensorboard,
             max_steps=config.run.max_steps,
         )
-        self.preemption = PreemptionFlag()
+        self.preemption = PreemptionFlag.for_process()  # the entry point's, installed before set-up began
         self.engine = None
         self.resumed_from: str | None = None
         self._last_saved_step = -1
@@ -155,6 +155,14 @@ class Trainer:
             int(manifest["world_size"]) != self.rank.world_size
             or int(manifest["zero_stage"]) != zero_stage_of(ds_config)
         )
+        if universal and 0 in (int(manifest["zero_stage"]), zero_stage_of(ds_config)):
+            raise ConfigError(
+                f"checkpoint {tag} was saved by {manifest['world_size']} ranks at ZeRO-{manifest['zero_stage']}, "
+                f"this run has {self.rank.world_size} at ZeRO-{zero_stage_of(ds_config)}: changing ranks or "
+                "ZeRO stage goes through a universal checkpoint, which needs ZeRO-1, 2 or 3 on both sides; resume "
+                f"with deepspeed.zero_stage={manifest['zero_stage']} on {manifest['world_size']} ranks, or start "
+                "a new run.run_dir"
+            )
         if universal:
             self._say(
                 f"resuming {tag} saved by {manifest['world_size']} ranks at ZeRO-{manifest['zero_stage']}: "
@@ -195,11 +203,13 @@ class Trainer:
             self.batches.load_state_dict(loaded.rank_state["loader"])
             self.resumed_from = tag
             self._last_saved_step = self.state.step
-            self.metrics.truncate_after(self.state.step)
             self._say(f"resumed from {self.store.directory / tag} at step {self.state.step}")
+        self.metrics.begin(self.state.step)  # logs read like one run, also after a kill before any checkpoint
         if self.rank.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_yaml(self.config, self.run_dir / "config.yaml")
+            board = self.metrics.tensorboard_dir
+            self._say(f"logging: {self.metrics.path}" + (f", TensorBoard events in {board}" if board else ""))
 
     def _find_resume_point(self) -> tuple[str | None, dict | None]:
         """Tag + verified manifest to resume from (None when starting fresh); every rank agrees or all fail."""
@@ -225,10 +235,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> FitResult:
-        self.preemption.install()
+        """Set up (a stop signal now ends the run at once: :class:`Preempted`), then train to ``max_steps``
+        or to a stop signal (checkpoint at the step boundary every rank agrees on)."""
+        owned = not self.preemption.installed
+        if owned:
+            self.preemption.install(stop_now=True)
         try:
             if self.engine is None:
                 self.setup()
+            self.preemption.training_started()
             stopped_by = "max_steps"
             while self.state.step < self.config.run.max_steps:
                 stop = self.train_step()
@@ -245,7 +260,8 @@ class Trainer:
                 self.save_checkpoint()
             return FitResult(self.state.step, stopped_by, self.state.skipped_steps, self.resumed_from)
         finally:
-            self.preemption.uninstall()
+            if owned:
+                self.preemption.uninstall()
             self.metrics.close()
 
     def train_step(self) -> bool:
@@ -254,7 +270,7 @@ class Trainer:
         step = self.state.step + 1
         micro_batches = [self.batches.next_batch() for _ in range(self.accumulation)]
         global_tokens, global_samples, global_flops = self._count_global_work(micro_batches)
-        lr = self._set_learning_rate(step)
+        lr = self._set_learning_rate(self.state.step - self.state.skipped_steps + 1)
         loss_sum, nll_sum, nonfinite = self._forward_backward(step, micro_batches, global_tokens)
         totals = _all_reduce([loss_sum, nll_sum, nonfinite, float(self.preemption.requested)], self.device)
         outcome, grad_norm = self._optimizer_step(force_skip=totals[2] > 0)
@@ -303,8 +319,11 @@ class Trainer:
             raise RuntimeError(f"step {self.state.step + 1}: the global batch has no target tokens")
         return global_tokens, global_samples, global_flops
 
-    def _set_learning_rate(self, step: int) -> float:
-        lr = self.schedule.lr_at(step)
+    def _set_learning_rate(self, schedule_step: int) -> float:
+        """Set the LR of the ``schedule_step``-th applied update: skipped steps (non-finite, fp16 overflow) do not
+        advance the schedule, as DeepSpeed (no ``lr_scheduler.step()`` on overflow) and Megatron (the scheduler
+        moves only when the update succeeded) do; the count is the checkpointed trainer state."""
+        lr = self.schedule.lr_at(schedule_step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr

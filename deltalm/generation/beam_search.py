@@ -15,7 +15,11 @@ Sequences follow fairseq: decoding starts from ``bos`` (``</s>``, id 2) and a hy
 ``t`` every live hypothesis proposes its tokens; the ``2 * beam`` best (by cumulative log-probability) are
 ranked; EOS candidates among the first ``beam`` ranks become finished hypotheses with score
 ``sum(logprob) / length ** length_penalty`` (length counts the EOS); the ``beam`` best non-EOS candidates live
-on. Step ``t == max_len`` (``max_len = int(max_len_a * src_len + max_len_b)``, per sentence, ``src_len`` = real
+on. When more hypotheses finish than a sentence has free slots (``beam`` minus those already finished), this
+search keeps the ``beam`` best-scored of all of them (``keep_finished="best"``); fairseq keeps them in the order
+they finished (EOS candidates in rank order, earlier steps first) and drops the rest, even better-scored ones
+(``keep_finished="first"`` reproduces that). The top hypothesis usually agrees; n-best lists can differ. Step
+``t == max_len`` (``max_len = int(max_len_a * src_len + max_len_b)``, per sentence, ``src_len`` = real
 source tokens) may only produce EOS, so a hypothesis has at most ``max_len`` tokens before its EOS.
 """
 
@@ -36,6 +40,8 @@ from deltalm.generation.constraints import (
     force_eos,
     force_first_token,
 )
+
+KEEP_FINISHED = ("best", "first")  # which finished hypotheses a sentence keeps (beam_search's keep_finished)
 
 
 @dataclass
@@ -166,6 +172,7 @@ def beam_search(
     pad: int = 1,
     bos: int = 2,
     stop_early: bool = True,
+    keep_finished: str = "best",
 ) -> list[list[Hypothesis]]:
     """Beam search for every source row; returns, per sentence, up to ``beam_size`` hypotheses best first.
 
@@ -174,8 +181,14 @@ def beam_search(
     finished one under the length-penalty scoring (an exact bound, since log-probabilities are <= 0); with a
     beam wide enough to hold every candidate this search is exhaustive. Either way a sentence ends at its
     maximum length.
+
+    ``keep_finished="best"``: a sentence keeps its ``beam_size`` best-scored finished hypotheses;
+    ``"first"``: the first ``beam_size`` to finish, fairseq's ``SequenceGenerator`` rule (exact reproduction
+    of its n-best lists).
     """
     _check_arguments(encoder_input_tokens, beam_size, min_len, max_len_a, max_len_b)
+    if keep_finished not in KEEP_FINISHED:
+        raise ValueError(f"keep_finished must be one of {list(KEEP_FINISHED)}, got {keep_finished!r}")
     batch = encoder_input_tokens.size(0)
     if batch == 0:
         return []
@@ -218,6 +231,7 @@ def beam_search(
             bos=bos,
             vocab_size=vocab_size,
             stop_early=stop_early,
+            keep_first=keep_finished == "first",
         )
 
 
@@ -237,6 +251,7 @@ def _search(
     bos: int,
     vocab_size: int | None,
     stop_early: bool,
+    keep_first: bool = False,
 ) -> list[list[Hypothesis]]:
     batch = len(max_lens)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
@@ -292,8 +307,11 @@ def _search(
             f_pos = positional[f_rows].tolist()
             f_eos = cand_lp[f_sent, f_rank].tolist()
             f_scores = (cand_scores[f_sent, f_rank] / (step + 1) ** length_penalty).tolist()
-            for i, n in enumerate(f_sent.tolist()):
-                finished[sentences[n]].append(Hypothesis(f_tokens[i], f_scores[i], f_pos[i] + [f_eos[i]]))
+            for i, n in enumerate(f_sent.tolist()):  # in rank order within each sentence
+                hyps = finished[sentences[n]]
+                if keep_first and len(hyps) >= beam:
+                    continue  # fairseq: no free slot left, a later finisher is dropped whatever its score
+                hyps.append(Hypothesis(f_tokens[i], f_scores[i], f_pos[i] + [f_eos[i]]))
 
         # live hypotheses: the first `beam` non-EOS candidates in rank order
         order = is_eos.long() * k + torch.arange(k, device=device)

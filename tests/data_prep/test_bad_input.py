@@ -23,7 +23,7 @@ def test_each_bad_mono_input_is_counted_with_its_line(spm_model, tmp_path):
     path.write_bytes(
         GOOD  # lines 1-2: document 1
         + b"\n"  # 3
-        + b"ok line\n\xff\xfe not utf-8\n"  # 4-5: invalid UTF-8 (document skipped)
+        + b"ok line\n\xff\xfe not utf-8\n"  # 4-5: invalid UTF-8 (the line is dropped, "ok line" kept)
         + b"\n"  # 6
         + b"has a \x00 NUL byte\n"  # 7
         + b"\n\n"  # 8-9: line 9 is an empty document
@@ -34,8 +34,9 @@ def test_each_bad_mono_input_is_counted_with_its_line(spm_model, tmp_path):
     )
     rc, err, stream = mono(tmp_path, spm_model, path)
     assert rc == 0, err
-    assert stream["rows"] == 2
+    assert stream["rows"] == 3
     assert stream["skipped"] == {"empty_document": 1, "invalid_utf8": 1, "line_too_long": 1, "nul_byte": 1}
+    assert "skipped: 1 empty_document, 1 invalid_utf8, 1 line_too_long, 1 nul_byte" in err
     assert stream["skip_samples"] == [
         f"{path}:5: invalid_utf8",
         f"{path}:7: nul_byte",

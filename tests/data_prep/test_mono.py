@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import gzip
-import json
 import lzma
 
 import numpy as np
@@ -9,6 +8,7 @@ import pyarrow as pa
 import pytest
 import zstandard
 
+from data_prep.manifest import committed_stream
 from deltalm.shard_format import ShardReader, load_manifest
 from deltalm.vocabulary import Vocabulary
 
@@ -173,8 +173,7 @@ def test_full_disk_leaves_no_partial_shard(spm_model, tmp_path, monkeypatch):
     rc, _, err = run_cli("mono", "--spm", spm_model, "--lang", "de", "--output", tmp_path / "ds", "--workers", "1",
                          "--no-progress", "--shard-size", "16k", SAMPLE / "mono" / "de.txt.gz")  # fmt: skip
     assert rc == 2 and err.count("\n") == 1 and "no space left on device" in err, err
-    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
-    listed = {s["path"] for s in manifest["streams"]["de"]["shards"]}
+    listed = {s["path"] for s in committed_stream(tmp_path / "ds", "de")["shards"]}
     on_disk = {str(p.relative_to(tmp_path / "ds")) for p in (tmp_path / "ds").rglob("*.arrow*")}
     assert on_disk == listed  # no temp file left, nothing unlisted
     monkeypatch.undo()

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from deltalm.shard_format import SHARD_TABLE_NAME, load_manifest, write_dataset_manifest
 from deltalm.temperature import temperature_probabilities
 
 from .conftest import SAMPLE, run_cli
@@ -29,7 +30,7 @@ def test_verify_accepts_a_sound_dataset(dataset):
 
 
 def test_verify_names_a_shard_with_a_flipped_byte(dataset):
-    manifest = json.loads((dataset / "manifest.json").read_text())
+    manifest = load_manifest(dataset)
     shard = dataset / manifest["streams"]["en"]["shards"][1]["path"]
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -42,11 +43,11 @@ def test_verify_names_a_shard_with_a_flipped_byte(dataset):
 
 
 def test_verify_names_a_shard_with_a_wrong_row_count(dataset):
-    manifest = json.loads((dataset / "manifest.json").read_text())
+    manifest = load_manifest(dataset)
     entry = manifest["streams"]["en-de"]["shards"][0]
     entry["rows"] += 1
     manifest["streams"]["en-de"]["rows"] += 1
-    (dataset / "manifest.json").write_text(json.dumps(manifest))
+    write_dataset_manifest(dataset, manifest)  # a consistent table that lies about one shard
     rc, _, err = run_cli("verify", dataset)
     assert rc == 1
     assert err.splitlines() == [
@@ -78,3 +79,22 @@ def test_stats_table_and_temperature_probabilities(dataset):
 def test_stats_rejects_bad_temperature(dataset):
     rc, _, err = run_cli("stats", dataset, "--temperature", "0")
     assert rc == 2 and "--temperature" in err
+
+
+def test_verify_names_table_and_journal_corruption(dataset):
+    table = dataset / "de" / SHARD_TABLE_NAME
+    original = table.read_bytes()
+    table.write_bytes(original.replace(b'"rows":', b'"rows":1', 1))  # an edited entry
+    count = original.count(b"\n")
+    rc, _, err = run_cli("verify", dataset, "--workers", "1")
+    assert rc == 1 and err.splitlines() == [
+        f"verify: {table}: sha256 of its first {count} entries differs from the manifest (corrupt table)"
+    ]
+    table.write_bytes(original[:-10])  # a truncated table
+    rc, _, err = run_cli("verify", dataset)
+    assert rc == 1 and "truncated table" in err and err.count("\n") == 1
+    table.write_bytes(original + b'{"bytes":1}\n')  # an unfinished command's entry
+    (dataset / "en" / ".progress.json").write_text("{}")
+    rc, _, err = run_cli("verify", dataset)
+    assert rc == 1
+    assert "1 entries past the listed" in err and "en/.progress.json" in err and err.count("\n") == 2

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from deltalm.demo import BUDGETS, STAGES
+from tests.conftest import subprocess_environment
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -24,16 +25,13 @@ def run_demo(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=600,
-        env={**__import__("os").environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)},
+        env=subprocess_environment(),
     )
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    run_dir = tmp_path_factory.mktemp("demo") / "run"
-    proc = run_demo(run_dir)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return run_dir, proc
+def demo(smoke_demo) -> tuple[Path, subprocess.CompletedProcess]:
+    return smoke_demo  # tests/conftest.py: the session's smoke demo run
 
 
 def test_every_stage_ran_and_left_its_artifacts(demo):
@@ -116,3 +114,56 @@ def test_failed_stage_is_one_clear_error(tmp_path):
     assert proc.stderr.startswith("error: command failed") and "Traceback" not in proc.stderr.splitlines()[0]
     assert "logs/data.log" in proc.stderr
     assert not (run_dir / "data" / "DONE").exists()
+
+
+def test_console_shows_progress_and_log_paths_and_tensorboard_is_on(demo):
+    run_dir, proc = demo
+    out = proc.stdout
+    for stage in ("encoder", "pretrain", "finetune", "evaluate"):
+        assert f"[demo]   log: {run_dir / 'logs' / (stage + '.log')}" in out
+    steps = BUDGETS["smoke"].pretrain_steps
+    assert f"[demo]   [encoder] step {BUDGETS['smoke'].encoder_steps}/" in out and "| mlm loss " in out
+    assert f"[demo]   step {steps}/{steps} | loss " in out and "| eta " in out
+    assert "[demo]   [engine] validation step" in out
+    assert (
+        f"[demo]   [evaluate] en-de: {BUDGETS['smoke'].test_lines}/{BUDGETS['smoke'].test_lines} sentences"
+        in out
+    )
+    for events in (run_dir / "pretrain" / "tensorboard", run_dir / "finetune" / "run" / "tensorboard"):
+        assert list(events.glob("events.out.tfevents.*")), events
+
+
+def test_sigterm_stops_the_running_stage_and_the_demo(demo, tmp_path):
+    import shutil
+    import signal
+
+    source, _ = demo
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deltalm.demo",
+            "--budget",
+            "smoke",
+            "--run-dir",
+            str(run_dir),
+            "--redo",
+            "pretrain",
+        ],
+        cwd=REPO,
+        env=subprocess_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:
+        if line.startswith("[demo]   log:") and "pretrain.log" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    proc.stdout.read()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1].startswith("stopped: SIGTERM: stopped"), err
+    assert not (run_dir / "pretrain" / "DONE").exists()

@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         result = Trainer(config, model, batches, rank).fit()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

@@ -35,6 +35,14 @@ def test_pretrained_directory_round_trip_and_mismatch(tmp_path):
         assert torch.equal(value, loaded.state_dict()[key]), key
     with pytest.raises(ConfigError, match=r"model.d_model is 16 there, 32 in the config"):
         build_model(TINY.replace(d_model=32), init, seed=0)
+    with pytest.raises(
+        ConfigError, match=r"model.separate_decoder_positions is False there, True in the config"
+    ):
+        build_model(TINY.replace(separate_decoder_positions=True), init, seed=0)
+    with pytest.raises(
+        ConfigError, match=rf"model.max_positions is {TINY.max_positions} there, 66 in the config"
+    ):
+        build_model(TINY.replace(max_positions=66), init, seed=0)
     (tmp_path / "p" / "config.json").write_text("{")
     with pytest.raises(ConfigError, match=r"^init.path: "):
         build_model(TINY, init, seed=0)

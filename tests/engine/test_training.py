@@ -211,3 +211,54 @@ def test_bad_cli_is_one_line_exit_2(workdir):
         == "error: batch.global_batch_size (6) is not divisible by batch.micro_batch_size (4) x world size (1)"
     )
     assert not os.path.exists(workdir / "bad")
+
+
+def _tensorboard_losses(run: Path) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars("train/loss")]
+
+
+def test_logs_read_like_one_run_after_a_kill_before_the_first_checkpoint(workdir):
+    reference = trained(workdir, 1, 1)
+    run = workdir / "early_kill"
+    argv = args(workdir, "early_kill", "deepspeed.zero_stage=1", "logging.tensorboard=true")
+    # batch 3 is the first micro-batch of step 2: step 1 is logged, no checkpoint exists yet
+    ((rc, _, _),) = ranks.run(1, argv, extra_env={"DELTALM_TEST_KILL_AT_BATCH": "3"})
+    assert rc == -signal.SIGKILL and not (run / "checkpoints" / "latest").exists()
+    assert [r["step"] for r in metrics(run)] == [1]
+    # a restart from scratch, killed again after the step-2 checkpoint, then resumed from step 2
+    ((rc, _, _),) = ranks.run(1, argv, extra_env={"DELTALM_TEST_KILL_AT_BATCH": "7"})
+    assert rc == -signal.SIGKILL
+    assert [r["step"] for r in metrics(run)] == [1, 2, 3]
+    ok(ranks.run(1, argv))
+    assert exact(metrics(run)) == exact(reference)
+    board = _tensorboard_losses(run)
+    assert [step for step, _ in board] == list(range(1, STEPS + 1))
+    assert [value for _, value in board] == pytest.approx([r["loss"] for r in reference], rel=1e-6)
+
+
+def test_zero0_checkpoint_resumed_at_another_stage_is_refused_in_one_line(workdir):
+    run = "zero0"
+    ok(ranks.run(1, args(workdir, run, "deepspeed.zero_stage=0", "run.max_steps=2", "checkpoint.every=0")))
+    ((rc, _, err),) = ranks.run(1, args(workdir, run, "deepspeed.zero_stage=1", "run.max_steps=4"))
+    assert rc == 2, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: checkpoint step_000000002 was saved by 1 ranks at ZeRO-0")
+    assert "resume with deepspeed.zero_stage=0 on 1 ranks" in last and "Traceback" not in err
+    assert [r["step"] for r in metrics(workdir / run)] == [1, 2]  # the refused start wrote nothing
+
+
+def test_skipped_step_does_not_advance_the_schedule_across_a_resume(workdir):
+    """Step 2 is non-finite: step 3 (after a resume) uses the LR step 2 would have used."""
+    name = "nan_schedule"
+    schedule = ["schedule.total_steps=10", "nonfinite.inject_at_steps=[2]", "checkpoint.every=0"]
+    ok(ranks.run(1, args(workdir, name, "deepspeed.zero_stage=1", "run.max_steps=2", *schedule)))
+    ok(ranks.run(1, args(workdir, name, "deepspeed.zero_stage=1", "run.max_steps=4", *schedule)))
+    records = metrics(workdir / name)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert [r["skipped"] for r in records] == [False, True, False, False]
+    # linear warm-up 2 steps to 0.003, decay to 0 at 10: lr_at(1), lr_at(2) (skipped), lr_at(2), lr_at(3)
+    assert [r["lr"] for r in records] == pytest.approx([0.0015, 0.003, 0.003, 0.003 * 7 / 8], rel=1e-12)

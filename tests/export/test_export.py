@@ -152,6 +152,20 @@ def test_xlmr_encoder_export_loads_in_transformers(runs, spm, tmp_path):
         ours = model.encode(src)
     torch.testing.assert_close(theirs[mask], ours[mask], atol=1e-5, rtol=1e-5)
     assert (tmp_path / "enc" / "sentencepiece.bpe.model").is_file()
+    # its tokenizer gives the project's ids, byte fallback included (CJK and other text outside the vocabulary)
+    from transformers import AutoTokenizer
+
+    from deltalm.vocabulary import Vocabulary
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "enc"))
+    vocab = Vocabulary.from_spm(spm)
+    texts = ["日本語のテキスト", "中文段落，还有标点。", "Ελληνικά и русский", "Grüße ☃ ok 😀 ﬁ ① Ａｂｃ",
+             "  Hello   world,\tagain  ", "a\u2028b\u3000c", "Datei öffnen", ""]  # fmt: skip
+    for text in texts:
+        ids = [0, *vocab.encode(text).tolist(), 2]
+        assert tokenizer(text)["input_ids"] == ids, text
+        assert tokenizer.decode(ids, skip_special_tokens=True) == vocab.decode(ids), text
+    assert any(int(i) < 4 + 256 for i in vocab.encode("日本語のテキスト")), "the probe must use byte pieces"
     # and it starts a new DeltaLM (the import direction): from_xlmr on the exported encoder
     again = deltalm.from_xlmr(tmp_path / "enc", decoder_blocks=1, vocab_size=model.config.padded_vocab_size)
     enc = again.model.state_dict()

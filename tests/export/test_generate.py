@@ -120,17 +120,52 @@ def test_cli_errors_are_one_line(model_dir, tmp_path, capsys, monkeypatch):
     from deltalm.generate import main
 
     cases = [
-        (["--model", str(tmp_path / "nope")], "no config.json"),
+        (["--model", str(tmp_path / "nope")], "model directory not found"),
+        (["--model", str(tmp_path / "empty")], "no config.json"),
+        (["--model", str(bad_input := tmp_path / "a_file")], "not a directory"),
         (["--model", str(model_dir), "--tgt-lang", "xx"], "no tag for it"),
         (["--model", str(model_dir), "--beam", "0"], "--beam must be >= 1"),
-        (["--model", str(model_dir), "--input", str(tmp_path / "missing.txt")], "cannot read"),
+        (["--model", str(model_dir)], "the model has language tags (de, fr); give --tgt-lang"),
+        (
+            ["--model", str(model_dir), "--tgt-lang", "de", "--input", str(tmp_path / "missing.txt")],
+            "cannot read",
+        ),
     ]
+    (tmp_path / "empty").mkdir()
+    bad_input.write_text("x")
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9\n".encode("latin-1"))
-    cases.append((["--model", str(model_dir), "--input", str(bad), "--quiet"], "not UTF-8"))
+    cases.append(
+        (["--model", str(model_dir), "--tgt-lang", "de", "--input", str(bad), "--quiet"], "not UTF-8")
+    )
     for args, message in cases:
         monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"Open\n")))
         assert main(args) == 2
         err = capsys.readouterr().err
         last = err.strip().splitlines()[-1]
         assert last.startswith("error: ") and message in last and "Traceback" not in err, err
+
+
+def test_n_lines_in_n_lines_out_whatever_the_line_content(model_dir, tmp_path, monkeypatch, capsys):
+    """Only "\\n" ends a line: U+2028, form feed, NEL and a lone CR are text; CRLF and a BOM are accepted."""
+    import io
+
+    from deltalm.generate import main
+    from deltalm.text_lines import split_lines
+
+    lines = ["a\u2028b", "form\x0cfeed", "next\x85line", "lone\rcr", "", "plain"]
+    data = ("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8")
+    src, hyp = tmp_path / "in.txt", tmp_path / "hyp.txt"
+    src.write_bytes(data)
+    short = ["--beam", "2", "--max-len-a", "0", "--max-len-b", "4", "--quiet", "--tgt-lang", "de"]
+    assert main(["--model", str(model_dir), *short, "--input", str(src), "--output", str(hyp)]) == 0
+    out = split_lines(hyp.read_text(encoding="utf-8"))
+    model, vocab = load_model(model_dir, torch.device("cpu"))
+    expected = translate(
+        model, vocab, lines, tgt_lang="de", options=GenerateOptions(beam=2, max_len_a=0.0, max_len_b=4)
+    )
+    assert len(out) == len(lines) and out == expected and out[4] == ""
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+    assert main(["--model", str(model_dir), *short, "--output", str(tmp_path / "stdin.txt")]) == 0
+    assert split_lines((tmp_path / "stdin.txt").read_text(encoding="utf-8")) == expected
+    capsys.readouterr()

@@ -94,6 +94,9 @@ def test_question_generation_separator_and_summarization_truncation(vocab):
     (ex3,) = build_examples(TaskSpec("summarization"), [long_doc], vocab, report)
     assert len(ex3.source) == 512 and ex3.source[-1] == EOS_ID
     assert report.counts == {"truncated_source": 1} and report.skipped == 0
+    # the message compares what the limit counts: the whole source (with </s>) against the limit itself
+    full_length = len(vocab.encode("open file " * 600)) + 1
+    assert report.samples["truncated_source"] == [f"s:1: {full_length} > 512 tokens"]
     long_target = Record({"source": "a", "target": "word " * 400}, "t:1")
     report = SkipReport()
     assert build_examples(TaskSpec("summarization"), [long_target], vocab, report) == []

@@ -62,9 +62,15 @@ def _check_run(run, expect_metric: str):
     assert (run / "best" / "model.safetensors").is_file() and (run / "best" / "best.json").is_file()
     assert (run / "final" / "model.safetensors").is_file()
     assert json.loads((run / "averaged" / "averaged_from.json").read_text()) == [
-        "step_00000002.safetensors",
-        "step_00000004.safetensors",
+        "step_000000002.safetensors",
+        "step_000000004.safetensors",
     ]
+    # weights/ and checkpoints/ name a step the same way
+    from deltalm.engine.checkpoint import TAG_RE
+
+    names = [p.stem for p in (run / "weights").glob("*.safetensors")]
+    names += [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step_")]
+    assert names and all(TAG_RE.match(name) for name in names), names
     valid = [json.loads(line) for line in (run / "valid.jsonl").read_text().splitlines()]
     assert [v["step"] for v in valid] == [2, 4] and all(expect_metric in v for v in valid)
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -187,3 +193,35 @@ def test_bad_config_is_one_line_error(tmp_path, spm_model, capsys):
     assert "data file not found" in capsys.readouterr().err
     assert train_main(["--config", config, "--set", "deepspeed.zero_stage=3"]) == 2
     assert "ZeRO" in capsys.readouterr().err
+
+
+def test_finetune_from_a_tagged_export_keeps_its_tag_ids(tmp_path, spm_model):
+    """An export saved with tags (fr, de), a task listing de before fr: the run keeps (fr, de), records the order
+    as task.lang_tags, and its exports (and a run-directory init) agree."""
+    import deltalm
+    from deltalm.vocabulary import Vocabulary
+    from finetune.data import task_vocabulary
+    from finetune.model_init import init_lang_tags
+
+    saved = Vocabulary.from_spm(spm_model, num_sentinels=16).with_lang_tags(["fr", "de"])
+    fields = {k: v for k, v in TINY_MODEL.items() if k != "preset"}
+    config = deltalm.DeltaLMConfig.preset("tiny", **fields, vocab_size=saved.size)
+    torch.manual_seed(5)
+    deltalm.save_pretrained(deltalm.DeltaLM(config), tmp_path / "tagged", saved)
+    data = tmp_path / "data"
+    data.mkdir()
+    task = {"name": "translation", "best_metric": "loss", "train": []}
+    for lang in ("de", "fr"):
+        _write_jsonl(data / f"train.en-{lang}.jsonl.gz", read_pairs(f"train.en-{lang}.jsonl.gz", 16))
+        task["train"].append(
+            {"path": str(data / f"train.en-{lang}.jsonl.gz"), "src_lang": "en", "tgt_lang": lang}
+        )
+    path = _config(tmp_path, spm_model, task, steps=2)
+    overrides = ["init.kind=pretrained", f"init.path={tmp_path / 'tagged'}", "task.validate_every=0"]
+    train_run(load_finetune_config(path, overrides))
+    run = tmp_path / "run"
+    assert yaml.safe_load((run / "config.yaml").read_text())["task"]["lang_tags"] == ["fr", "de"]
+    assert json.loads((run / "final" / "config.json").read_text())["vocabulary"]["lang_tags"] == ["fr", "de"]
+    cfg = load_finetune_config(path, ["init.kind=pretrained", f"init.path={run}"])
+    assert init_lang_tags(cfg.init) == ("fr", "de")  # a run directory as the next init
+    assert task_vocabulary(cfg.task, saved_tags=init_lang_tags(cfg.init)).lang_tags == ("fr", "de")

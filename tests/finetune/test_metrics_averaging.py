@@ -124,7 +124,7 @@ def test_average_refuses_mismatches_and_cli(tmp_path, capsys):
     weights = tmp_path / "run" / "weights"
     weights.mkdir(parents=True)
     for step, p in zip((100, 20, 300), paths, strict=True):
-        (weights / f"step_{step:08d}.safetensors").write_bytes(p.read_bytes())
+        (weights / f"step_{step:09d}.safetensors").write_bytes(p.read_bytes())
     proc = _cli(
         [
             "--run-dir",
@@ -139,3 +139,73 @@ def test_average_refuses_mismatches_and_cli(tmp_path, capsys):
     assert proc.returncode == 0, proc.stderr
     expected = (load_file(str(paths[0]))["w"].double() + load_file(str(paths[2]))["w"].double()) / 2
     assert torch.equal(load_file(str(tmp_path / "last2.safetensors"))["w"], expected.float())
+
+
+# Near-perfect Chinese hypotheses (one or two characters off per sentence).
+ZH_REFS = [
+    "今天天气很好，我们去公园散步吧。",
+    "这本书非常有意思，我已经读了三遍。",
+    "他每天早上六点起床，然后去跑步。",
+    "请把窗户关上，外面太冷了。",
+]
+ZH_HYPS = [
+    "今天天气很好，我们去公园散步。",
+    "这本书很有意思，我已经读了三遍。",
+    "他每天早上六点起床，然后去跑步了。",
+    "请把窗户关上，外面很冷。",
+]
+
+
+@pytest.mark.parametrize("lang", ["zh", "zh-Hans", "zh_CN"])
+def test_bleu_tokenizer_follows_the_target_language_like_sacrebleu(lang):
+    from sacrebleu.metrics import BLEU
+
+    value, signature = bleu(ZH_HYPS, ZH_REFS, lang=lang)
+    sacre = BLEU(trg_lang="zh").corpus_score(ZH_HYPS, [ZH_REFS]).score  # sacreBLEU's own choice for zh
+    assert value == sacre and round(value, 2) == 82.65
+    assert "tok:zh" in signature
+    # the same strings under one 13a tokenizer for every pair: nothing matches
+    value_13a, signature_13a = bleu(ZH_HYPS, ZH_REFS, tokenize="13a", lang=lang)
+    assert value_13a == 0.0 and "tok:13a" in signature_13a
+    # score_all (finetune.evaluate and validation during fine-tuning) makes the same choice
+    result = score_all(ZH_HYPS, ZH_REFS, metrics=("bleu",), lang=lang)
+    assert result.scores["bleu"] == value and "tok:zh" in result.signatures["bleu"]
+
+
+def test_bleu_tokenizer_choice_per_language_and_override():
+    from finetune.metrics import bleu_tokenizer_for
+
+    assert [bleu_tokenizer_for(x) for x in ("zh", "ja", "ko", "de", "", "ZH-tw")] == [
+        "zh", "ja-mecab", "ko-mecab", "13a", "13a", "zh"
+    ]  # fmt: skip
+    assert bleu_tokenizer_for("zh", "intl") == "intl"
+    assert bleu(HYPS, REFS, tokenize="char", lang="de")[1].count("tok:char") == 1
+
+
+def test_bleu_tokenizer_with_a_missing_package_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    from deltalm.config_tree import ConfigError
+    from finetune.config import DataFileConfig, TaskConfig
+    from finetune.evaluate import main as evaluate_main
+    from finetune.metrics import check_bleu_tokenizer
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "MeCab" else real_find_spec(name, *a)
+    )
+    with pytest.raises(ValueError, match="'ja-mecab' needs the package 'mecab-python3'"):
+        check_bleu_tokenizer("ja-mecab")
+    with pytest.raises(ConfigError, match="target 'ja'.*mecab-python3"):
+        TaskConfig(test=[DataFileConfig(path="t.jsonl", src_lang="en", tgt_lang="ja")]).validate()
+    with pytest.raises(ConfigError, match="unknown sacreBLEU tokenizer 'nope'"):
+        TaskConfig(bleu_tokenize="nope").validate()
+    TaskConfig(bleu_tokenize="13a", test=[DataFileConfig(path="t", tgt_lang="ja")]).validate()  # override
+    # the CLI refuses in one line before loading the (absent) model or reading the (absent) data
+    code = evaluate_main(
+        ["--model", str(tmp_path / "absent"), "--data", str(tmp_path / "absent.jsonl"), "--src-lang", "en",
+         "--tgt-lang", "ja", "--output-dir", str(tmp_path / "out")]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "mecab-python3" in err
+    assert not (tmp_path / "out").exists()

@@ -11,6 +11,7 @@ from deltalm.adapters.pretrained import save_pretrained
 from deltalm.engine.config import InitConfig
 from deltalm.model import DeltaLM
 from deltalm.model_config import DeltaLMConfig
+from deltalm.vocabulary import Vocabulary
 from finetune.embedding_growth import grow_vocabulary
 from finetune.model_init import initial_model
 
@@ -63,3 +64,67 @@ def test_initial_model_from_official_and_pretrained(tmp_path, vocab):
         initial_model(InitConfig("pretrained", str(tmp_path / "wrong")), _tiny(8), tagged)
     fresh = initial_model(InitConfig("none", ""), _tiny(8), tagged)
     assert fresh.config.vocab_size == tagged.size
+
+
+def _task(spm_model, langs):
+    from finetune.config import DataFileConfig, TaskConfig
+
+    files = [DataFileConfig(path=f"train.en-{x}.jsonl", src_lang="en", tgt_lang=x) for x in langs]
+    return TaskConfig(spm_model=str(spm_model), train=files)
+
+
+@pytest.mark.parametrize(
+    ("task_langs", "expected_tags"),
+    [(("zh", "de"), ("de", "zh")), (("de", "fr"), ("de", "zh", "fr")), (("fr",), ("de", "zh", "fr"))],
+)
+def test_tag_rows_follow_tag_names_from_a_tagged_export(tmp_path, spm_model, task_langs, expected_tags):
+    """Saved (de, zh) → task (zh, de): ``__zh__`` keeps the trained zh row; (de, fr): fr is new (mean row)."""
+    from finetune.data import task_vocabulary
+    from finetune.model_init import init_lang_tags
+
+    base = Vocabulary.from_spm(spm_model)
+    saved_vocab = base.with_lang_tags(["de", "zh"])
+    torch.manual_seed(3)
+    source = DeltaLM(_tiny(saved_vocab.size))
+    save_pretrained(source, tmp_path / "tagged", saved_vocab)
+    init = InitConfig("pretrained", str(tmp_path / "tagged"))
+    assert init_lang_tags(init) == ("de", "zh")
+    vocab = task_vocabulary(_task(spm_model, task_langs), saved_tags=init_lang_tags(init))
+    assert vocab.lang_tags == expected_tags
+    model = initial_model(init, _tiny(8), vocab)
+    old, new = source.output_weight.detach(), model.output_weight.detach()
+    first = base.first_lang_tag
+    assert torch.equal(new[:first], old[:first])
+    for tag in ("de", "zh"):  # trained rows found by name
+        assert torch.equal(new[vocab.lang_tag_id(tag)], old[saved_vocab.lang_tag_id(tag)]), tag
+    keep = torch.ones(saved_vocab.size, dtype=torch.bool)
+    keep[1] = False
+    mean_row = old[: saved_vocab.size][keep].double().mean(0).float()
+    for tag in set(expected_tags) - {"de", "zh"}:  # a new tag starts from the mean row, never a stale tag row
+        assert torch.equal(new[vocab.lang_tag_id(tag)], mean_row)
+    assert model.config.vocab_size == vocab.size
+
+
+def test_explicit_lang_tags_map_rows_by_name(tmp_path, spm_model):
+    from deltalm.config_tree import ConfigError
+    from finetune.data import task_vocabulary
+    from finetune.model_init import init_lang_tags
+
+    saved_vocab = Vocabulary.from_spm(spm_model).with_lang_tags(["de", "zh"])
+    torch.manual_seed(4)
+    source = DeltaLM(_tiny(saved_vocab.size))
+    save_pretrained(source, tmp_path / "tagged", saved_vocab)
+    init = InitConfig("pretrained", str(tmp_path / "tagged"))
+    task = _task(spm_model, ("zh", "de"))
+    task.lang_tags = ["zh", "de"]  # an explicit order (e.g. a resumed run's config.yaml) wins
+    vocab = task_vocabulary(task, saved_tags=init_lang_tags(init))
+    assert vocab.lang_tags == ("zh", "de")
+    model = initial_model(init, _tiny(8), vocab)
+    for tag in ("de", "zh"):
+        assert torch.equal(
+            model.output_weight.detach()[vocab.lang_tag_id(tag)],
+            source.output_weight.detach()[saved_vocab.lang_tag_id(tag)],
+        )
+    task.lang_tags = ["de"]
+    with pytest.raises(ConfigError, match="no tag for target language 'zh'"):
+        task.validate()

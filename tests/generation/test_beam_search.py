@@ -188,3 +188,68 @@ def test_stop_early_stops_at_beam_finished_and_exact_mode_never_scores_worse() -
     assert early_model.decode_calls < 31  # done once 3 hypotheses finished, long before the maximum length
     assert exact_model.decode_calls > early_model.decode_calls  # it searched on until the bound said stop
     assert exact[0].score >= early[0].score - 1e-6
+
+
+def fairseq_finish_order_reference(
+    model: ToyModel, source: list[int], beam: int, max_len: int
+) -> list[tuple[list[int], float]]:
+    """fairseq's SequenceGenerator loop for one sentence, written out per candidate: the 2·beam best candidates;
+    EOS ones among the first ``beam`` ranks are finalized in rank order while fewer than ``beam`` are kept
+    (later finishers are dropped whatever their score); the first ``beam`` non-EOS ones live on."""
+    import torch.nn.functional as F
+
+    vocab = model.config.vocab_size
+    with torch.no_grad():
+        src = torch.tensor([source])
+        state = model.start_decoding(model.encode(src), src.ne(PAD))
+        live: list[tuple[list[int], float]] = [([], 0.0)]
+        last = torch.tensor([[EOS]])
+        final: list[tuple[list[int], float]] = []
+        for step in range(max_len + 1):
+            logits, state = model.decode_step(last, state)
+            lp = F.log_softmax(logits.float(), dim=-1)
+            lp[:, PAD] = -math.inf
+            lp[:, vocab:] = -math.inf
+            if step < 1:  # min_len 1
+                lp[:, EOS] = -math.inf
+            if step >= max_len:
+                eos = lp[:, EOS].clone()
+                lp[:] = -math.inf
+                lp[:, EOS] = eos
+            cands = sorted(
+                ((live[r][1] + float(lp[r, t]), r, t) for r in range(len(live)) for t in range(lp.size(1))),
+                key=lambda c: -c[0],
+            )[: 2 * beam]
+            for total, r, t in cands[:beam]:
+                if t == EOS and total > -math.inf and len(final) < beam:
+                    final.append((live[r][0], total / (step + 1)))
+            if len(final) >= beam or step >= max_len:
+                break
+            nxt = [(total, r, t) for total, r, t in cands if t != EOS][:beam]
+            state = state.reorder(torch.tensor([r for _, r, _ in nxt]))
+            live = [(live[r][0] + [t], total) for total, r, t in nxt]
+            last = torch.tensor([[t] for _, _, t in nxt])
+    return sorted(final, key=lambda h: -h[1])
+
+
+@pytest.mark.parametrize("eos_bias", [0.0, 1.0, 2.0])
+def test_keep_finished_first_reproduces_fairseq_n_best(eos_bias: float) -> None:
+    source = [3, 4, 5, EOS]
+    differs = 0
+    for seed in range(12):
+        model = ToyModel(seed=seed, eos_bias=eos_bias)
+        ref = fairseq_finish_order_reference(model, source, beam=3, max_len=6)
+        first = beam_search(model, torch.tensor([source]), beam_size=3, max_len_b=6, keep_finished="first")[0]
+        assert [h.tokens for h in first] == [tokens for tokens, _ in ref], seed
+        assert [h.score for h in first] == pytest.approx([score for _, score in ref], abs=1e-5)
+        best = beam_search(model, torch.tensor([source]), beam_size=3, max_len_b=6)[0]
+        if [h.tokens for h in best] != [h.tokens for h in first]:
+            differs += 1
+            # the default keeps the best-scored: its k-th hypothesis is never worse than fairseq's k-th
+            assert all(b.score >= f.score - 1e-9 for b, f in zip(best, first, strict=True))
+    assert differs >= 1  # each bias has a seed where more finish in one step than the beam has free slots
+
+
+def test_keep_finished_is_checked() -> None:
+    with pytest.raises(ValueError, match="keep_finished must be one of"):
+        beam_search(ToyModel(), torch.tensor([[3, EOS]]), keep_finished="fairseq")

@@ -14,7 +14,7 @@ ENC, DEC, D, FFN, ROWS = 12, 6, 16, 24, 104  # base's layer counts at a tiny wid
 
 
 def fake_release(embedding_ln: bool = True, dtype=torch.float32, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A key set laid out like deltalm-base.pt (DESIGN.md §6), random values, src/tgt copies equal."""
+    """A key set laid out like deltalm-base.pt, random values, src/tgt copies equal."""
     g = torch.Generator().manual_seed(seed)
     w: dict[str, torch.Tensor] = {}
 
@@ -124,8 +124,8 @@ def test_loaded_model_runs_and_uses_the_weights(tmp_path):
             "encoder.layers.2.ffn.fc2.weight has shape",
         ),
         (
-            lambda w: w["tgt_embedding.embed_positions.weight"].add_(1.0),
-            "tgt_embedding.embed_positions.weight differs",
+            lambda w: w["tgt_embedding.embed_tokens.weight"].add_(1.0),
+            "tgt_embedding.embed_tokens.weight differs .* shares its token embeddings",
         ),
         (lambda w: w.pop("src_embedding.embed_tokens.weight"), "lacks key src_embedding.embed_tokens.weight"),
     ],
@@ -147,3 +147,100 @@ def test_not_a_release_file(tmp_path):
         deltalm.load_official(tmp_path / "junk.pt")
     with pytest.raises(CheckpointError, match="not found"):
         deltalm.load_official(tmp_path / "missing.pt")
+
+
+def official_finetuned(embedding_ln: bool = True, dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """A release-layout file as the official code writes it after fine-tuning: the decoder's position table
+    and embedding LayerNorm have moved away from the encoder's; token embeddings are still one tensor."""
+    w = fake_release(embedding_ln, dtype)
+    g = torch.Generator().manual_seed(9)
+    for key in [k for k in w if k.startswith("tgt_embedding.") and "embed_tokens" not in k]:
+        w[key] = (w[key].float() + torch.randn(w[key].shape, generator=g)).to(dtype)
+    return w
+
+
+@pytest.mark.parametrize(("embedding_ln", "dtype"), [(True, torch.float32), (False, torch.bfloat16)])
+def test_separate_decoder_tables_round_trip_bit_exact(tmp_path, embedding_ln, dtype):
+    w = official_finetuned(embedding_ln, dtype)
+    torch.save({"weights": w}, tmp_path / "ft.pt")
+    model = deltalm.load_official(tmp_path / "ft.pt", heads=4)
+    assert model.config.separate_decoder_positions is True
+    assert torch.equal(
+        model.decoder_embedding.embed_positions.weight, w["tgt_embedding.embed_positions.weight"]
+    )
+    assert torch.equal(model.embedding.embed_positions.weight, w["src_embedding.embed_positions.weight"])
+    deltalm.save_official(model, tmp_path / "again.pt")
+    back = torch.load(tmp_path / "again.pt", weights_only=True)["weights"]
+    assert set(back) == set(w)
+    for key, tensor in w.items():
+        assert back[key].dtype == tensor.dtype and torch.equal(back[key], tensor), key
+    # a file whose copies are equal still loads into one shared table (and saves back the same)
+    torch.save({"weights": fake_release(embedding_ln, dtype)}, tmp_path / "release.pt")
+    assert deltalm.load_official(tmp_path / "release.pt", heads=4).config.separate_decoder_positions is False
+    forced = deltalm.load_official(tmp_path / "release.pt", heads=4, separate=True)
+    assert forced.config.separate_decoder_positions is True
+    with pytest.raises(CheckpointError, match="tgt_embedding.* differs from its src_embedding copy"):
+        deltalm.load_official(tmp_path / "ft.pt", heads=4, separate=False)
+
+
+def k_is_norm(key: str) -> bool:
+    return "layer_norm" in key
+
+
+def test_separate_decoder_tables_give_the_official_forward(tmp_path):
+    """The encoder reads src_embedding.*, the decoder tgt_embedding.* (the official loader's rule): logits equal
+    the shared-table model's encoder with the src tables followed by its decoder with the tgt tables."""
+    w = official_finetuned()
+    for key in [k for k in w if "layers." in k]:  # a scale where a block's input still shows in its output
+        w[key] = (
+            w[key] * 0.2
+            if not k_is_norm(key)
+            else torch.ones_like(w[key])
+            if key.endswith("weight")
+            else 0 * w[key]
+        )
+    torch.save({"weights": w}, tmp_path / "ft.pt")
+    as_src = {k: (w["src" + k[3:]] if k.startswith("tgt_embedding.") else v) for k, v in w.items()}
+    as_tgt = {k: (w["tgt" + k[3:]] if k.startswith("src_embedding.") else v) for k, v in w.items()}
+    torch.save({"weights": as_src}, tmp_path / "src.pt")
+    torch.save({"weights": as_tgt}, tmp_path / "tgt.pt")
+    load = lambda name: deltalm.load_official(tmp_path / name, heads=4, dropout=0.0).eval()  # noqa: E731
+    model, enc_model, dec_model = load("ft.pt"), load("src.pt"), load("tgt.pt")
+    src = torch.tensor([[5, 6, 7, 2], [1, 8, 9, 2]])  # a left-padded row too
+    src[1, 0] = 1
+    tgt = torch.tensor([[2, 7, 9], [2, 10, 11]])
+    with torch.no_grad():
+        logits = model(src, tgt)
+        encoded = enc_model.encode(src)
+        expected = dec_model.logits(dec_model.decode(tgt, encoded, src.ne(1)))
+        assert torch.equal(model.encode(src), encoded)
+        torch.testing.assert_close(logits, expected, rtol=0, atol=1e-6)
+        shared_logits = enc_model(src, tgt)
+        assert (logits - shared_logits).abs().max() > 1e-3  # the decoder tables matter
+        # incremental decoding (beam search's path) uses the decoder's own table too
+        state = model.start_decoding(encoded, src.ne(1))
+        steps = []
+        for t in range(tgt.size(1)):
+            step_logits, state = model.decode_step(tgt[:, t], state)
+            steps.append(step_logits)
+    torch.testing.assert_close(
+        torch.stack(steps, 1)[..., :ROWS], logits.float()[..., :ROWS], rtol=0, atol=1e-5
+    )
+
+
+def test_fresh_separate_model_starts_from_the_shared_weights(tmp_path):
+    cfg = DeltaLMConfig.preset(
+        "tiny", vocab_size=ROWS, d_model=D, heads=4, ffn=FFN, encoder_layers=1, decoder_blocks=1
+    )
+    torch.manual_seed(0)
+    shared = deltalm.DeltaLM(cfg)
+    torch.manual_seed(0)
+    separate = deltalm.DeltaLM(cfg.replace(separate_decoder_positions=True))
+    ours = separate.state_dict()
+    assert all(torch.equal(v, ours[k]) for k, v in shared.state_dict().items())  # same init stream
+    assert torch.equal(
+        separate.decoder_embedding.embed_positions.weight, shared.embedding.embed_positions.weight
+    )
+    deltalm.save_pretrained(separate, tmp_path / "sep")
+    back = deltalm.from_pretrained(tmp_path / "sep")
+    assert back.config.separate_decoder_positions and set(back.state_dict()) == set(ours)

@@ -79,7 +79,7 @@ def test_pytorch_bin_and_every_parameter_source(tmp_path):
     hf_state = hf.state_dict()
     params = dict(model.named_parameters())
     assert set(result.sources) == set(params)
-    # the documented mapping (DESIGN.md §6), spelled out: decoder block 0 <- layers 0 and 1
+    # the documented mapping (docs/model.md), spelled out: decoder block 0 <- layers 0 and 1
     doc = {
         "decoder.layers.0.self_attn.q_proj.weight": "encoder.layer.0.attention.self.query.weight",
         "decoder.layers.0.self_attn.out_proj.bias": "encoder.layer.0.attention.output.dense.bias",
@@ -163,3 +163,17 @@ def test_classmethod_and_export_round_trip(tmp_path):
     assert (a - b)[real].abs().max() < 1e-5
     assert (a - c)[real].abs().max() < 1e-5
     assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_separate_decoder_positions_start_as_the_xlmr_tables(tmp_path):
+    hf, path = make_xlmr(tmp_path, *SHAPES[1])
+    result = from_xlmr(path, decoder_blocks=1, separate_decoder_positions=True)
+    model = result.model
+    assert set(result.sources) == {n for n, _ in model.named_parameters()}
+    assert result.sources["decoder_embedding.embed_positions.weight"].startswith(
+        "embeddings.position_embeddings"
+    )
+    assert torch.equal(model.decoder_embedding.embed_positions.weight, model.embedding.embed_positions.weight)
+    norm, side = model.embedding.emb_layer_norm, model.decoder_embedding.emb_layer_norm
+    assert torch.equal(side.weight, norm.weight) and torch.equal(side.bias, norm.bias)
+    assert torch.equal(norm.weight, hf.state_dict()["embeddings.LayerNorm.weight"])

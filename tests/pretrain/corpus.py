@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from deltalm.shard_format import FORMAT_VERSION, mono_schema, parallel_schema, write_json_atomic
+from deltalm.shard_format import FORMAT_VERSION, mono_schema, parallel_schema, write_dataset_manifest
 from deltalm.vocabulary import Vocabulary, file_sha256
 
 
@@ -83,8 +83,8 @@ def write_dataset(
             "bytes": sum(s["bytes"] for s in shards),
             "shards": shards,
         }
-    write_json_atomic(
-        root / "manifest.json",
+    write_dataset_manifest(
+        root,
         {
             "format_version": FORMAT_VERSION,
             "tokenizer": vocab.fingerprint(),

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from deltalm.config_tree import ConfigError
-from deltalm.shard_format import ShardError
+from deltalm.shard_format import (
+    SHARD_TABLE_NAME,
+    ShardError,
+    ShardReader,
+    load_manifest,
+    write_dataset_manifest,
+)
 from deltalm.vocabulary import Vocabulary
 from pretrain.data_config import PretrainDataConfig
 from pretrain.loader import PretrainLoader
@@ -261,6 +267,18 @@ def _one_line_error(exc_info, *needles):
         assert needle in message, message
 
 
+def _first_data_error(directory, **overrides) -> pytest.ExceptionInfo:
+    """Build a loader (which reads only the manifest) and draw batches until a shard problem surfaces."""
+    loader = PretrainLoader(
+        make_config(directory, **{"prefetch": 0, **overrides}), VOCAB, micro_batch_size=2, seed=0
+    )
+    with pytest.raises(ShardError) as exc_info:
+        for _ in range(200):
+            loader.next_batch()
+    loader.close()
+    return exc_info
+
+
 def test_corrupt_and_mismatched_shards_refused(tmp_path):
     rng = np.random.default_rng(4)
     good = tmp_path / "good"
@@ -271,9 +289,9 @@ def test_corrupt_and_mismatched_shards_refused(tmp_path):
         d = tmp_path / name
         shutil.copytree(good, d)
         if edit_manifest:
-            manifest = json.loads((d / "manifest.json").read_text())
+            manifest = load_manifest(d)
             edit_manifest(manifest)
-            (d / "manifest.json").write_text(json.dumps(manifest))
+            write_dataset_manifest(d, manifest)
         if edit_file:
             edit_file(d / shard)
         return d
@@ -282,15 +300,19 @@ def test_corrupt_and_mismatched_shards_refused(tmp_path):
         p.write_bytes(p.read_bytes()[:-50])
 
     def flip_token(p):  # same size, one token id changed: only the sha256 sees it
+        with ShardReader(p) as reader:
+            base = np.frombuffer(reader._source, dtype=np.uint8).ctypes.data
+            at = reader.tokens().values[5:].ctypes.data - base
         data = bytearray(p.read_bytes())
-        data[600] ^= 0x01
+        data[at] ^= 0x01
         p.write_bytes(bytes(data))
 
     def garbage(p):
         p.write_bytes(b"\0" * p.stat().st_size)
 
-    def rows(m):
+    def rows(m):  # a consistent manifest and table that lie about one shard
         m["streams"]["de"]["shards"][1]["rows"] += 1
+        m["streams"]["de"]["rows"] += 1
 
     def kind(m):
         m["streams"]["de"]["kind"] = "parallel"
@@ -308,19 +330,28 @@ def test_corrupt_and_mismatched_shards_refused(tmp_path):
         (variant("missing", edit_file=lambda p: p.unlink()), {}, "missing"),
     ]
     for directory, extra, needle in cases:
-        with pytest.raises(ShardError) as exc_info:
-            PretrainLoader(
-                make_config(directory, **{"translation_ratio": 0.0, **extra}),
-                VOCAB,
-                micro_batch_size=2,
-                seed=0,
-            )
-        first_bad = shard if directory.name not in ("kind", "lang") else "de/shard-00000.arrow"
+        exc_info = _first_data_error(directory, **{"translation_ratio": 0.0, **extra})
+        # Every shard is wrong in "kind" and "lang": the first one read is named.
+        first_bad = shard if directory.name not in ("kind", "lang") else "de/shard-0000"
         _one_line_error(exc_info, str(directory / first_bad), needle)
     # The flipped token passes the cheap checks (same size, rows, tokens): hashing is what catches it.
-    PretrainLoader(
-        make_config(tmp_path / "flip", translation_ratio=0.0), VOCAB, micro_batch_size=2, seed=0
-    ).close()
+    loader = PretrainLoader(
+        make_config(tmp_path / "flip", translation_ratio=0.0, prefetch=0), VOCAB, micro_batch_size=2, seed=0
+    )
+    for _ in range(200):
+        loader.next_batch()
+    loader.close()
+    # A table that does not match its manifest entry, or a stream whose tables do not sum to its totals.
+    table = variant("table") / "de" / SHARD_TABLE_NAME
+    table.write_bytes(table.read_bytes().replace(b'"rows":10', b'"rows":11', 1))
+    _one_line_error(
+        _first_data_error(table.parent.parent, translation_ratio=0.0), str(table), "corrupt table"
+    )
+    totals = variant("totals")
+    manifest = json.loads((totals / "manifest.json").read_text())
+    manifest["streams"]["de"]["tokens"] += 1
+    (totals / "manifest.json").write_text(json.dumps(manifest))
+    _one_line_error(_first_data_error(totals, translation_ratio=0.0), "stream de", "tokens")
     with pytest.raises(ShardError) as exc_info:
         PretrainLoader(make_config(tmp_path / "nowhere"), VOCAB, micro_batch_size=2, seed=0)
     _one_line_error(exc_info, "no manifest")
@@ -379,9 +410,32 @@ def test_releasing_mapped_pages_changes_nothing(tmp_path):
         if every:
             from pretrain.token_stream import release_mapped_pages
 
-            assert release_mapped_pages(loader.streams["de"].values[0][0])  # a whole page or more, on Linux
+            shards = loader.cache._open.values()
+            assert any(release_mapped_pages(s.values[0]) for s in shards)  # a whole page or more, on Linux
+            assert not loader.cache._touched  # what was read is released, in the shards read
         loader.close()
     assert all(a.equal(b) for a, b in zip(batches[0], batches[1], strict=True))
+
+
+def test_shards_open_lazily_in_a_bounded_cache(tmp_path):
+    rng = np.random.default_rng(12)
+    write_dataset(
+        tmp_path,
+        VOCAB,
+        mono={lang: random_docs(rng, 60, 5, 80, 4, 1000) for lang in ("de", "fr", "sw")},
+        rows_per_shard=3,  # 20 shards a stream
+    )
+    batches = {}
+    for capacity in (128, 2):
+        config = make_config(tmp_path, translation_ratio=0.0, input_length=24, max_open_shards=capacity)
+        loader = PretrainLoader(config, VOCAB, micro_batch_size=4, seed=3, dp_rank=1, dp_world_size=3)
+        assert len(loader.cache) == 0 and all(s._table is None for s in loader.streams.values())
+        batches[capacity] = [loader.next_batch()["encoder_input_tokens"] for _ in range(40)]
+        assert loader.cache.peak <= capacity
+        if capacity == 2:
+            assert loader.cache.opened > 2  # evicted and reopened: same batches
+        loader.close()
+    assert all(a.equal(b) for a, b in zip(batches[128], batches[2], strict=True))
 
 
 def test_same_stream_in_two_directories_is_one_stream(tmp_path):

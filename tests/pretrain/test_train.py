@@ -121,3 +121,57 @@ def test_launch_sh_runs_two_ranks_through_the_deepspeed_launcher(dataset, tmp_pa
     manifest = json.loads((run_dir / "checkpoints" / "step_000000002" / "manifest.json").read_text())
     assert manifest["world_size"] == 2
     assert {"rank_state_00000.pt", "rank_state_00001.pt"} <= set(manifest["files"])
+
+
+def test_a_bad_shard_found_during_training_is_one_line_exit_2(dataset, tmp_path):
+    rng = np.random.default_rng(3)
+    high = VOCAB.spm_size + 4
+    other = write_dataset(tmp_path / "other", VOCAB, mono={"fr": random_docs(rng, 30, 20, 300, 4, high)})
+    shard = other / "fr" / "shard-00000.arrow"
+    shard.write_bytes(b"\0" * shard.stat().st_size)  # right size (passes the pre-start check), not Arrow
+    run_dir = tmp_path / "run"
+    args = common(dataset, run_dir) + [
+        "--set",
+        f"data.data_dirs=[{dataset},{other}]",
+        "--set",
+        "run.max_steps=6",
+    ]
+    args += ["--set", "checkpoint.every=0", "--set", "data.temperature=100"]
+    proc = train(args)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: data: {shard}: not a readable Arrow shard"), last
+
+
+@pytest.mark.parametrize("point", ["model", "engine"])
+def test_sigterm_during_setup_stops_at_once(dataset, tmp_path, point):
+    """The handler is installed first thing: SIGTERM while the model or the engine is being built ends the run
+    with one line and exit 143 (tests/engine/setup_hold.py holds set-up there until the signal arrives)."""
+    import signal
+    import time
+
+    run_dir, marker = tmp_path / "run", tmp_path / "held"
+    environment = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):
+        environment.pop(key, None)
+    argv = ["pretrain", point, str(marker), "--", *common(dataset, run_dir), "--set", "run.max_steps=4"]
+    proc = subprocess.Popen(
+        [sys.executable, "tests/engine/setup_hold.py", *argv],
+        cwd=REPO,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline and not marker.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), proc.communicate()[1][-3000:]
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("stopped: SIGTERM during set-up"), err[-3000:]
+    assert time.perf_counter() - sent < 30 and "Traceback" not in err
+    assert not list(run_dir.glob("checkpoints/*/COMMITTED")) and not (run_dir / "metrics.jsonl").exists()

@@ -73,3 +73,54 @@ def test_spm_model_must_match_the_manifest_tokenizer(tmp_path):
         check_spm_model(str(model), Vocabulary(spm_size=10, spm_sha256="0" * 64), "DIR")
     with pytest.raises(ConfigError, match="not found"):
         check_spm_model(str(tmp_path / "missing.model"), Vocabulary(spm_size=10), "DIR")
+
+
+def _two_dirs(tmp_path, edit) -> tuple[Path, Path]:
+    import numpy as np
+
+    from deltalm.vocabulary import Vocabulary
+    from tests.pretrain.corpus import random_docs, write_dataset
+
+    vocab = Vocabulary(spm_size=400)
+    rng = np.random.default_rng(0)
+    good = write_dataset(tmp_path / "good", vocab, mono={"de": random_docs(rng, 20, 5, 50, 4, 400)})
+    other = write_dataset(tmp_path / "other", vocab, mono={"fr": random_docs(rng, 20, 5, 50, 4, 400)})
+    edit(other)
+    return good, other
+
+
+def _replace_in(path: Path, old: str, new: str) -> None:
+    path.write_text(path.read_text().replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: __import__("shutil").rmtree(d), "data.data_dirs: {other} is not a directory"),
+        (
+            lambda d: _replace_in(d / "manifest.json", '"spm_size": 400', '"spm_size": 401'),
+            "{other}/manifest.json: tokenizer",
+        ),
+        (
+            lambda d: _replace_in(d / "fr" / "shards.jsonl", '"rows":20', '"rows":21'),
+            "{other}/fr/shards.jsonl",
+        ),
+        (lambda d: (d / "manifest.json").write_text("{"), "{other}/manifest.json: unreadable manifest"),
+        (lambda d: (d / "fr" / "shard-00000.arrow").unlink(), "{other}/fr/shard-00000.arrow: listed in"),
+        (
+            lambda d: (d / "fr" / "shard-00000.arrow").write_bytes(b"short"),
+            "{other}/fr/shard-00000.arrow: 5 bytes, the manifest says",
+        ),
+    ],
+)
+def test_every_data_dir_is_checked_before_start(tmp_path, edit, message):
+    good, other = _two_dirs(tmp_path, edit)
+    argv = ["--preset", "tiny", "--set", f"data.data_dirs=[{good},{other}]", "--set", "model.vocab_size=504"]
+    argv += ["--set", f"run.run_dir={tmp_path / 'run'}"]
+    proc = subprocess.run(
+        [sys.executable, "pretrain/train.py", *argv], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: " + message.format(other=other)), proc.stderr
+    assert not (tmp_path / "run").exists()  # nothing started

@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -392,8 +393,6 @@ class Demo:
         return path
 
     def stage_finetune(self, number: int) -> dict:
-        from concurrent.futures import ThreadPoolExecutor
-
         from deltalm.demo_baseline import baseline_config
 
         b = self.budget
@@ -410,16 +409,32 @@ class Demo:
             self.random_run,
             self.stage_dir("finetune") / "random.yaml",
         )
-        runs = [(config, self.log("finetune")), (control, self.log("finetune_random"))]
-        with ThreadPoolExecutor(len(runs)) as pool:  # one thread each: the two runs take a core each
-            jobs = [
-                pool.submit(
-                    run_command, [self.python, "finetune/train.py", "--config", str(c)], log, self.env
+        # the control runs in the background on the second core while the pre-trained run is the stage's
+        # foreground command (signals reach it through run_command, and the control is stopped with it)
+        log = self.log("finetune_random")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [self.python, "finetune/train.py", "--config", str(control)]
+        say(f"  $ {' '.join(cmd)}  (control, in the background; log: {log})")
+        with open(log, "w", encoding="utf-8") as handle:
+            background = subprocess.Popen(
+                cmd, cwd=REPO, env=child_environment(REPO, self.env), stdout=handle, stderr=subprocess.STDOUT
+            )
+            try:
+                run_command(
+                    [self.python, "finetune/train.py", "--config", str(config)],
+                    self.log("finetune"),
+                    self.env,
                 )
-                for c, log in runs
-            ]
-            for job in jobs:
-                job.result()
+            except BaseException:
+                background.terminate()
+                background.wait()
+                raise
+            code = background.wait()
+        if code != 0:
+            tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+            raise DemoError(
+                f"the random-init control failed (exit {code}); see {log}:\n  " + "\n  ".join(tail)
+            )
         return {"config": str(config), "random_init_config": str(control)}
 
     @property

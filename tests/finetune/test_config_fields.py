@@ -122,6 +122,7 @@ PRETRAIN_RANGES = [
     ("data.translation_mean_span", "0", "data.translation_mean_span"),
     ("data.prefetch", "-1", "data.prefetch"),
     ("data.release_pages_every", "-1", "data.release_pages_every"),
+    ("data.max_open_shards", "0", "data.max_open_shards"),
     ("data.spm_model", "/nonexistent.model", "data.spm_model"),
 ]
 FINETUNE_RANGES = [

@@ -416,9 +416,9 @@ class Demo:
         cmd = [self.python, "finetune/train.py", "--config", str(control)]
         say(f"  $ {' '.join(cmd)}  (control, in the background; log: {log})")
         with open(log, "w", encoding="utf-8") as handle:
-            background = subprocess.Popen(
-                cmd, cwd=REPO, env=child_environment(REPO, self.env), stdout=handle, stderr=subprocess.STDOUT
-            )
+            # no MASTER_PORT: a one-process run then picks a free port, so the two runs' rendezvous never collide
+            env = {k: v for k, v in child_environment(REPO, self.env).items() if k != "MASTER_PORT"}
+            background = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
             try:
                 run_command(
                     [self.python, "finetune/train.py", "--config", str(config)],

@@ -1,212 +1,434 @@
-"""Learning check: a tiny DeltaLM fine-tuned En→X on real human translations, per-language sacreBLEU.
+"""Learning check: does the DeltaLM recipe beat random init on low-resource translation? (bundled data only)
 
-Data: ``--corpus DIR`` holding ``train.en-XX.jsonl.gz`` (Debian gettext catalogs; default: the bundled
-``data_prep/sample_corpus/parallel``, En-De and En-Fr; the full corpus has 14 languages). A held-out test split
-is made per language by hashing the English source (sha1 of the text, so identical sources never straddle
-the split): ``--test-per-lang`` pairs go to test, the rest (capped at ``--train-per-lang``) to training.
-The same budget (``--steps`` optimizer steps of ``--batch`` pairs) is spent once from random init and once
-from a pre-trained checkpoint (``--pretrained``: a ``save_pretrained`` directory, e.g. the demo pipeline's
-export); its SentencePiece model is used for both runs so the comparison is fair. Without ``--pretrained``
-a SentencePiece model is trained on the training split (or taken from ``--spm``) and only the random-init run
-is made. Results: ``<work>/results.json`` and a markdown table on stdout.
+Data: ``data_prep/sample_corpus/`` only. Monolingual text: one document in 20 of every language is held out
+(held-out masked-LM and span-corruption losses); the rest trains the SentencePiece model, the stand-in
+encoder and DeltaLM pre-training. Parallel: pre-training reads every ``train.en-XX`` pair (the valid and test
+splits are separate files and never seen before evaluation); fine-tuning En→X uses ``--ft-pairs`` of those
+training pairs per direction (a fixed-seed sample), validates on ``valid.en-XX`` and is scored on
+``test.en-XX``.
 
-Example::
+Four fine-tunings of the same architecture, budget and seed, differing only in the starting weights:
 
-    DS_ACCELERATOR=cpu .venv/bin/python benchmarks/learning_check.py --langs de fr zh hi --steps 600 \\
-        --pretrained runs/demo/export --work runs/learning_check
+- ``random``: random initialization;
+- ``encoder``: the stand-in encoder's embeddings and encoder layers, a randomly initialized decoder;
+- ``interleaved``: the encoder and the interleaved decoder both from the encoder (no DeltaLM pre-training);
+- ``deltalm``: interleaved init + DeltaLM pre-training (span corruption + translation span corruption),
+  exported with ``python -m deltalm.export`` — the recipe.
+
+Each starts from a ``save_pretrained`` directory through the same ``init.kind=pretrained`` path. Along the
+way it measures each link of the chain: the encoder's held-out masked-LM loss/accuracy next to a unigram
+baseline; held-out span-corruption and translation-span-corruption losses at the start and end of
+pre-training, for interleaved init and for random init of the same model (``pretrain_random``); the export
+reloaded against the last checkpoint; first-step and final fine-tuning losses; sacreBLEU on the test split and
+sacreBLEU's paired bootstrap of ``deltalm`` against each other start.
+
+Every stage writes ``<work>/<stage>/DONE``; a rerun skips finished stages, so partial results stay usable.
+``results.json``, ``results.md`` and ``learning.png`` are rewritten after every stage.
+
+Example (the recorded run; ``--jobs 2`` runs the pre-training chain beside the other fine-tunings)::
+
+    OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu .venv/bin/python benchmarks/learning_check.py --work runs/learning --jobs 2
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
 import json
+import os
 import platform
+import random
+import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import yaml  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-CORPUS = Path(__file__).resolve().parent.parent / "data_prep" / "sample_corpus" / "parallel"
+import learning_probes as probes  # noqa: E402
 
-
-def split_language(lang: str, corpus: Path, out: Path, test_n: int, train_cap: int) -> dict:
-    """Write train/test JSONL for en→lang; test = the pairs with the smallest source hashes."""
-    pairs = []
-    with gzip.open(corpus / f"train.en-{lang}.jsonl.gz", "rt", encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("en"), str) and isinstance(row.get(lang), str):
-                pairs.append(row)
-    keyed = sorted(pairs, key=lambda r: hashlib.sha1(r["en"].encode("utf-8")).hexdigest())
-    test_sources = {r["en"] for r in keyed[:test_n]}
-    test = [r for r in keyed if r["en"] in test_sources][:test_n]
-    train = [r for r in keyed if r["en"] not in test_sources][:train_cap]
-    for name, rows in (("train", train), ("test", test)):
-        with gzip.open(out / f"{name}.en-{lang}.jsonl.gz", "wt", encoding="utf-8") as handle:
-            for r in rows:
-                handle.write(json.dumps({"en": r["en"], lang: r[lang]}, ensure_ascii=False) + "\n")
-    return {"train": len(train), "test": len(test), "available": len(pairs)}
+CORPUS = REPO / "data_prep" / "sample_corpus"
+MONO = ("en", "de", "fr", "es", "zh", "hi")
+PAIRS = ("de", "fr")
+INITS = ("random", "encoder", "interleaved", "deltalm")
+HELDOUT_EVERY = 20  # one document in 20 is held out
 
 
-def train_spm(out: Path, langs: list[str], vocab_size: int) -> Path:
-    import sentencepiece as spm
+class Check:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work = Path(args.work).resolve()
+        self.python = sys.executable
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        }
+        self.lock = threading.Lock()
+        self.results_file = self.work / "results.json"
+        self.results: dict = {}
+        if self.results_file.is_file():
+            self.results = json.loads(self.results_file.read_text(encoding="utf-8"))
+        settings = {k: v for k, v in vars(args).items() if k not in ("work", "jobs", "report_only")}
+        if self.results.get("settings", settings) != settings:
+            raise SystemExit(f"error: {self.work} holds a run with other settings; use another --work")
+        self.results["settings"] = settings
+        self.results.setdefault("stages", {})
 
-    text = out / "spm_input.txt"
-    with open(text, "w", encoding="utf-8") as sink:
-        for lang in langs:
-            with gzip.open(out / f"train.en-{lang}.jsonl.gz", "rt", encoding="utf-8") as handle:
-                for line in handle:
-                    row = json.loads(line)
-                    sink.write(row["en"].replace("\n", " ") + "\n" + row[lang].replace("\n", " ") + "\n")
-    spm.SentencePieceTrainer.Train(
-        input=str(text),
-        model_prefix=str(out / "spm"),
-        vocab_size=vocab_size,
-        character_coverage=0.9995,
-        input_sentence_size=400000,
-        shuffle_input_sentence=True,
-        num_threads=2,
-        minloglevel=2,
-    )
-    return out / "spm.model"
+    # ------------------------------------------------------------------ bookkeeping
+    def d(self, *parts: str) -> Path:
+        return self.work.joinpath(*parts)
 
+    def say(self, text: str) -> None:
+        print(f"[learning {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
-def pretrained_architecture(path: str) -> dict:
-    """The model section of a pretrained directory (config.json) or run directory (config.yaml)."""
-    directory = Path(path)
-    if (directory / "config.json").is_file():
-        model = json.loads((directory / "config.json").read_text(encoding="utf-8"))["model"]
-    else:
-        model = yaml.safe_load((directory / "config.yaml").read_text(encoding="utf-8"))["model"]
-    return {k: v for k, v in model.items() if k not in ("dropout", "attention_dropout", "activation_dropout")}
-
-
-def config_for(args, work: Path, spm: Path, init: dict, name: str, model: dict) -> dict:
-    files = lambda split: [  # noqa: E731
-        {"path": str(work / "data" / f"{split}.en-{x}.jsonl.gz"), "src_lang": "en", "tgt_lang": x}
-        for x in args.langs
-    ]
-    return {
-        "run": {"run_dir": str(work / name), "max_steps": args.steps, "seed": 1, "log_every": 50},
-        "model": model,
-        "init": init,
-        "optimizer": {"lr": args.lr},
-        "schedule": {"kind": "inverse_sqrt", "warmup_steps": args.warmup},
-        "batch": {"global_batch_size": args.batch, "micro_batch_size": args.batch},
-        "checkpoint": {"every": max(args.steps // 5, 1), "keep_last": 2, "resume": "never"},
-        "logging": {"tensorboard": False},
-        "task": {
-            "name": "translation",
-            "spm_model": str(spm),
-            "train": files("train"),
-            "test": files("test"),
-            "max_source_length": 128,
-            "max_target_length": 128,
-            "validate_every": 0,
-            "beam_size": args.beam_size,
-            "eval_batch_size": 32,
-            "average_last": 5,
-        },
-    }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--langs", nargs="+", default=["de", "fr"])
-    parser.add_argument(
-        "--corpus",
-        default=str(CORPUS),
-        help="directory of train.en-XX.jsonl.gz files (Debian gettext layout)",
-    )
-    parser.add_argument("--work", default="runs/learning_check")
-    parser.add_argument(
-        "--pretrained",
-        default="",
-        help="save_pretrained directory or pre-training run directory to start from",
-    )
-    parser.add_argument(
-        "--spm", default="", help="SentencePiece model (default: the pretrained dir's, else trained)"
-    )
-    parser.add_argument(
-        "--spm-vocab", type=int, default=8000, help="pieces of the SentencePiece model trained here"
-    )
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--beam-size", type=int, default=5)
-    parser.add_argument("--test-per-lang", type=int, default=200)
-    parser.add_argument("--train-per-lang", type=int, default=20000)
-    args = parser.parse_args(argv)
-
-    import deepspeed
-    import torch
-
-    from finetune.config import load_finetune_config
-    from finetune.evaluate import evaluate
-    from finetune.trainer import run
-
-    work = Path(args.work)
-    (work / "data").mkdir(parents=True, exist_ok=True)
-    splits = {
-        x: split_language(x, Path(args.corpus), work / "data", args.test_per_lang, args.train_per_lang)
-        for x in args.langs
-    }
-    if args.spm:
-        spm = Path(args.spm)
-    elif args.pretrained:
-        spm = Path(args.pretrained) / "sentencepiece.model"
-    else:
-        spm = train_spm(work / "data", args.langs, args.spm_vocab)
-    if not spm.is_file():
-        print(f"error: SentencePiece model not found: {spm} (give --spm)", file=sys.stderr)
-        return 2
-    # the same architecture for both runs: the pre-trained model's, else the tiny preset
-    model = pretrained_architecture(args.pretrained) if args.pretrained else {"preset": "tiny"}
-    inits = {"random": {"kind": "random", "path": ""}}
-    if args.pretrained:
-        inits["pretrained"] = {"kind": "pretrained", "path": args.pretrained}
-    results: dict = {
-        "splits": splits,
-        "steps": args.steps,
-        "batch": args.batch,
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-        "torch": torch.__version__,
-        "deepspeed": deepspeed.__version__,
-        "model": model,
-        "runs": {},
-    }
-    for name, init in inits.items():
-        cfg_path = work / f"{name}.yaml"
-        cfg_path.write_text(yaml.safe_dump(config_for(args, work, spm, init, name, model)), encoding="utf-8")
-        config = load_finetune_config(str(cfg_path), [])
+    def stage(self, name: str, fn) -> dict:
+        marker = self.d(name, "DONE")
+        if marker.is_file():
+            return json.loads(marker.read_text(encoding="utf-8"))
+        self.say(f"{name}: start")
         started = time.perf_counter()
-        run(config)
-        train_s = time.perf_counter() - started
-        metrics = [json.loads(line) for line in (work / name / "metrics.jsonl").read_text().splitlines()]
-        started = time.perf_counter()
-        evaluation = evaluate(str(work / name / "averaged"), config.task, str(work / name / "eval"))
-        results["runs"][name] = {
-            "train_seconds": round(train_s, 1),
-            "eval_seconds": round(time.perf_counter() - started, 1),
-            "final_train_loss": sum(m["loss"] for m in metrics[-20:]) / len(metrics[-20:]),
+        info = fn() or {}
+        info["seconds"] = round(time.perf_counter() - started, 1)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        self.say(f"{name}: done in {info['seconds']} s")
+        with self.lock:
+            self.results["stages"][name] = info
+            self.save()
+        return info
+
+    def save(self) -> None:
+        tmp = self.results_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.replace(self.results_file)
+
+    def run(self, cmd: list, log: str) -> None:
+        path = self.d("logs", f"{log}.log")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write("$ " + " ".join(map(str, cmd)) + "\n")
+            handle.flush()
+            proc = subprocess.run(
+                [str(c) for c in cmd], cwd=REPO, env=self.env, stdout=handle, stderr=subprocess.STDOUT
+            )
+        if proc.returncode:
+            tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
+            raise RuntimeError(f"{log} failed (exit {proc.returncode}), see {path}:\n" + "\n".join(tail))
+
+    @property
+    def spm(self) -> Path:
+        return self.d("spm", "spm.model")
+
+    def vocab(self):
+        from deltalm.vocabulary import Vocabulary
+
+        return Vocabulary.from_spm(self.spm)
+
+    def heldout_lines(self) -> dict[str, list[str]]:
+        return {
+            lang: [
+                line
+                for doc in probes.read_documents(self.d("corpus", "heldout", f"{lang}.txt.gz"))
+                for line in doc
+            ]
+            for lang in MONO
+        }
+
+    # ------------------------------------------------------------------ stages
+    def corpus(self) -> dict:
+        out = self.d("corpus")
+        for sub in ("mono", "heldout", "finetune"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        info: dict = {"mono": {}, "finetune": {}}
+        for lang in MONO:
+            docs = probes.read_documents(CORPUS / "mono" / f"{lang}.txt.gz")
+            held = [doc for i, doc in enumerate(docs) if i % HELDOUT_EVERY == 0]
+            kept = [doc for i, doc in enumerate(docs) if i % HELDOUT_EVERY != 0]
+            probes.write_documents(out / "mono" / f"{lang}.txt.gz", kept)
+            probes.write_documents(out / "heldout" / f"{lang}.txt.gz", held)
+            info["mono"][lang] = {"train_docs": len(kept), "heldout_docs": len(held)}
+        import gzip
+
+        for tgt in PAIRS:
+            with gzip.open(
+                CORPUS / "parallel" / f"train.en-{tgt}.jsonl.gz", "rt", encoding="utf-8"
+            ) as handle:
+                rows = [line for line in handle if line.strip()]
+            random.Random(f"finetune-{tgt}").shuffle(rows)
+            with gzip.open(out / "finetune" / f"train.en-{tgt}.jsonl.gz", "wt", encoding="utf-8") as handle:
+                handle.writelines(rows[: self.args.ft_pairs])
+            info["finetune"][tgt] = {"train": min(len(rows), self.args.ft_pairs), "pretrain_pairs": len(rows)}
+        return info
+
+    def spm_stage(self) -> dict:
+        inputs = [self.d("corpus", "mono", f"{lang}.txt.gz") for lang in MONO]
+        cmd = [self.python, "-m", "data_prep", "train-spm", "--vocab-size", self.args.spm_vocab]
+        cmd += ["--input-sentence-size", 100000, "--character-coverage", "0.9995", "--num-threads", 1]
+        run_dir = self.d("spm")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.run([*cmd, "--output", run_dir / "spm", *inputs], "spm")
+        return {"vocab": self.args.spm_vocab}
+
+    def shards(self) -> dict:
+        ds = self.d("shards", "ds")
+        common = ["--spm", self.spm, "--output", ds, "--workers", 1, "--no-progress"]
+        for lang in MONO:
+            mono = self.d("corpus", "mono", f"{lang}.txt.gz")
+            self.run([self.python, "-m", "data_prep", "mono", "--lang", lang, *common, mono], "shards")
+        for tgt in PAIRS:
+            cmd = [self.python, "-m", "data_prep", "parallel", "--src-lang", "en", "--tgt-lang", tgt, *common]
+            self.run([*cmd, CORPUS / "parallel" / f"train.en-{tgt}.jsonl.gz"], "shards")
+        self.run([self.python, "-m", "data_prep", "verify", ds], "shards")
+        return {"dataset": str(ds)}
+
+    def encoder(self) -> dict:
+        a = self.args
+        out = self.d("encoder", "xlmr")
+        cmd = [
+            self.python,
+            "-m",
+            "demo.encoder",
+            "--spm",
+            self.spm,
+            "--out",
+            out,
+            "--steps",
+            a.encoder_steps,
+        ]
+        cmd += ["--hidden-size", a.d_model, "--heads", a.heads, "--ffn", a.ffn, "--layers", a.layers]
+        self.run([*cmd, *[self.d("corpus", "mono", f"{lang}.txt.gz") for lang in MONO]], "encoder")
+        training = json.loads((out / "mlm_training.json").read_text(encoding="utf-8"))
+        train_lines = [
+            line
+            for lang in MONO
+            for doc in probes.read_documents(self.d("corpus", "mono", f"{lang}.txt.gz"))
+            for line in doc
+        ]
+        held = [line for lines in self.heldout_lines().values() for line in lines]
+        heldout = probes.mlm_heldout(out, self.vocab(), train_lines, held)
+        return {"steps": training["steps"], "train_first_loss": training["first_loss"],
+                "train_last_loss": training["last_loss"], "losses": training["losses"][:: max(1, a.encoder_steps // 100)],
+                **heldout}  # fmt: skip
+
+    def starts(self) -> dict:
+        """save_pretrained directories of the three starts that need no pre-training."""
+        import torch
+
+        from deltalm.checkpoints.pretrained import save_pretrained
+        from deltalm.checkpoints.xlmr import from_xlmr
+        from deltalm.model.model import DeltaLM
+
+        vocab = self.vocab()
+        interleaved = from_xlmr(
+            self.d("encoder", "xlmr"), vocab_size=vocab.pretrain_size, seed=self.args.seed
+        ).model
+        torch.manual_seed(self.args.seed)
+        random_model = DeltaLM(interleaved.config)
+        encoder_only = from_xlmr(
+            self.d("encoder", "xlmr"), vocab_size=vocab.pretrain_size, seed=self.args.seed
+        ).model
+        encoder_only.decoder.load_state_dict(random_model.decoder.state_dict())  # random init's own decoder
+        for name, model in (
+            ("random", random_model),
+            ("encoder", encoder_only),
+            ("interleaved", interleaved),
+        ):
+            save_pretrained(model, self.d("starts", name), vocab)
+        return {"config": interleaved.config.to_dict()}
+
+    def pretrain_sets(self, run_dir: Path, init: str) -> list:
+        a = self.args
+        sets = {
+            "run.run_dir": run_dir,
+            "run.max_steps": a.pretrain_steps,
+            "run.log_every": max(1, a.pretrain_steps // 20),
+            "run.seed": a.seed,
+            "model.vocab_size": self.vocab().pretrain_size,
+            "model.d_model": a.d_model,
+            "model.heads": a.heads,
+            "model.ffn": a.ffn,
+            "model.encoder_layers": a.layers,
+            "model.decoder_blocks": a.layers // 2,
+            "data.data_dirs": f"[{self.d('shards', 'ds')}]",
+            "data.spm_model": self.spm,
+            "optimizer.lr": a.pretrain_lr,
+            "schedule.warmup_steps": max(1, a.pretrain_steps // 10),
+            "batch.global_batch_size": a.pretrain_batch,
+            "batch.micro_batch_size": a.pretrain_batch,
+            "checkpoint.every": max(2, a.pretrain_steps // 2),
+            "logging.tensorboard": "false",
+        }
+        if init == "xlmr":
+            sets.update({"init.kind": "xlmr", "init.path": self.d("encoder", "xlmr")})
+        cmd = [self.python, "pretrain/train.py", "--preset", "tiny"]
+        for key, value in sets.items():
+            cmd += ["--set", f"{key}={value}"]
+        return cmd
+
+    def pretrain(self, name: str, init: str) -> dict:
+        run_dir = self.d(name, "run")
+        self.run(self.pretrain_sets(run_dir, init), name)
+        metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return {
+            "steps": len(metrics),
+            "train_loss": [[m["step"], round(m["loss"], 4)] for m in metrics[:: max(1, len(metrics) // 100)]],
+        }
+
+    def export(self) -> dict:
+        out = self.d("export", "model")
+        self.run([self.python, "-m", "deltalm.export", "--run-dir", self.d("pretrain", "run"), "--out", out,
+                  "--spm", self.spm, "--verify"], "export")  # fmt: skip
+        return {"model": str(out)}
+
+    def finetune_config(self, name: str, init_dir: Path) -> Path:
+        import yaml
+
+        a = self.args
+        files = lambda split, root: [  # noqa: E731
+            {"path": str(root / f"{split}.en-{t}.jsonl.gz"), "src_lang": "en", "tgt_lang": t} for t in PAIRS
+        ]
+        config = {
+            "run": {"run_dir": str(self.d(f"ft_{name}", "run")), "max_steps": a.ft_steps, "seed": a.seed,
+                    "log_every": max(1, a.ft_steps // 10)},
+            "init": {"kind": "pretrained", "path": str(init_dir)},
+            "optimizer": {"lr": a.ft_lr},
+            "schedule": {"kind": "inverse_sqrt", "warmup_steps": a.ft_warmup},
+            "batch": {"global_batch_size": a.ft_batch, "micro_batch_size": a.ft_batch},
+            "checkpoint": {"every": a.ft_steps, "keep_last": 2, "resume": "never"},
+            "logging": {"tensorboard": False},
+            "task": {
+                "name": "translation", "spm_model": str(self.spm),
+                "train": files("train", self.d("corpus", "finetune")),
+                "valid": files("valid", CORPUS / "parallel"), "test": files("test", CORPUS / "parallel"),
+                "max_source_length": 128, "max_target_length": 128,
+                "validate_every": max(1, a.ft_steps // 10), "best_metric": "loss",
+                "beam_size": a.beam, "eval_batch_size": 32, "average_last": 1,
+            },
+        }  # fmt: skip
+        path = self.d(f"ft_{name}", "finetune.yaml")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        return path
+
+    def finetune(self, name: str) -> dict:
+        start = self.d("export", "model") if name == "deltalm" else self.d("starts", name)
+        config = self.finetune_config(name, start)
+        run_dir = self.d(f"ft_{name}", "run")
+        self.run([self.python, "finetune/train.py", "--config", config], f"ft_{name}")
+        self.run([self.python, "-m", "finetune.evaluate", "--model", run_dir / "final", "--config", config,
+                  "--output-dir", self.d(f"ft_{name}", "eval")], f"ft_{name}")  # fmt: skip
+        metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        valid = [json.loads(x) for x in (run_dir / "valid.jsonl").read_text().splitlines()]
+        evaluation = json.loads(self.d(f"ft_{name}", "eval", "results.json").read_text(encoding="utf-8"))
+        return {
+            "first_step_loss": round(metrics[0]["loss"], 4),
+            "lr_first_last": [metrics[0]["lr"], metrics[-1]["lr"]],
+            "train_loss": [[m["step"], round(m["loss"], 4)] for m in metrics[:: max(1, len(metrics) // 100)]],
+            "final_train_loss": round(sum(m["loss"] for m in metrics[-20:]) / len(metrics[-20:]), 4),
+            "valid_loss": [[v["step"], round(v["loss"], 4)] for v in valid],
             "bleu": {r["pair"]: round(r["scores"]["bleu"], 2) for r in evaluation["results"]},
             "signature": evaluation["results"][0]["signatures"]["bleu"],
         }
-    (work / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    pairs = [f"en-{x}" for x in args.langs]
-    print("| init | " + " | ".join(pairs) + " | train s | final train loss |")
-    print("|" + "---|" * (len(pairs) + 3))
-    for name, r in results["runs"].items():
-        cells = [f"{r['bleu'].get(p, float('nan')):.2f}" for p in pairs]
-        print(f"| {name} | " + " | ".join(cells) + f" | {r['train_seconds']} | {r['final_train_loss']:.3f} |")
-    print(json.dumps(results["splits"]))
+
+    # ------------------------------------------------------------------ chain measurements (cheap, in-process)
+    def chain(self) -> dict:
+        from deltalm.checkpoints.engine_checkpoint import open_checkpoint
+        from deltalm.checkpoints.pretrained import from_pretrained
+        from deltalm.export.exporter import consolidated_model
+
+        vocab, a = self.vocab(), self.args
+        mono = probes.span_corruption_batches(vocab, self.heldout_lines(), 64, a.heldout_windows)
+        pairs = {t: probes.read_pairs(CORPUS / "parallel" / f"valid.en-{t}.jsonl.gz", t) for t in PAIRS}
+        trans = probes.translation_span_batches(vocab, pairs, 64, a.heldout_windows)
+
+        def score(model) -> dict:
+            return {
+                "span": round(probes.heldout_loss(model, mono), 4),
+                "translation_span": round(probes.heldout_loss(model, trans), 4),
+            }
+
+        out: dict = {"heldout_rows": {"span": sum(len(b["encoder_input_tokens"]) for b in mono),
+                                      "translation_span": sum(len(b["encoder_input_tokens"]) for b in trans)}}  # fmt: skip
+        for name in ("random", "interleaved"):
+            if self.d("starts", name).is_dir():
+                out[f"start_{name}"] = score(from_pretrained(self.d("starts", name)))
+        for name, run in (("pretrain", "interleaved"), ("pretrain_random", "random")):
+            if self.d(name, "DONE").is_file():
+                out[f"end_{run}"] = score(consolidated_model(open_checkpoint(str(self.d(name, "run")))))
+        if self.d("export", "DONE").is_file():
+            out["export_reloaded"] = score(from_pretrained(self.d("export", "model")))
+        return out
+
+    # ------------------------------------------------------------------ the whole run
+    def main(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        if self.args.report_only:  # whatever stages have finished, e.g. of a run still going or cut short
+            self.report()
+            return
+        self.results["machine"] = (
+            f"{platform.machine()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={self.env['OMP_NUM_THREADS']}"
+        )
+        self.stage("corpus", self.corpus)
+        self.stage("spm", self.spm_stage)
+        self.stage("shards", self.shards)
+        self.stage("encoder", self.encoder)
+        self.stage("starts", self.starts)
+        recipe = [
+            ("pretrain", lambda: self.pretrain("pretrain", "xlmr")),
+            ("export", self.export),
+            ("ft_deltalm", lambda: self.finetune("deltalm")),
+            ("pretrain_random", lambda: self.pretrain("pretrain_random", "random")),
+        ]
+        others = [(f"ft_{n}", lambda n=n: self.finetune(n)) for n in ("random", "interleaved", "encoder")]
+        lanes = [recipe, others] if self.args.jobs > 1 else [recipe[:3] + others + recipe[3:]]
+        run_lane = lambda lane: [self.stage(name, fn) for name, fn in lane]  # noqa: E731
+        with ThreadPoolExecutor(len(lanes)) as pool:
+            for future in [pool.submit(run_lane, lane) for lane in lanes]:
+                future.result()
+        self.report()
+
+    def report(self) -> None:
+        from learning_report import write_report
+
+        self.results["chain"] = self.chain()
+        self.save()
+        write_report(self.work, self.results)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", default="runs/learning")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="2: pre-training chain and other fine-tunings side by side"
+    )
+    p.add_argument("--report-only", action="store_true", help="report the finished stages, run nothing")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--spm-vocab", type=int, default=2000)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--ffn", type=int, default=512)
+    p.add_argument("--layers", type=int, default=4, help="encoder layers (decoder blocks: half)")
+    p.add_argument("--encoder-steps", type=int, default=2000)
+    p.add_argument("--pretrain-steps", type=int, default=3000)
+    p.add_argument("--pretrain-batch", type=int, default=16)
+    p.add_argument("--pretrain-lr", type=float, default=1e-3)
+    p.add_argument("--ft-pairs", type=int, default=2000, help="fine-tuning training pairs per direction")
+    p.add_argument("--ft-steps", type=int, default=1000)
+    p.add_argument("--ft-batch", type=int, default=32)
+    p.add_argument("--ft-lr", type=float, default=5e-4)
+    p.add_argument("--ft-warmup", type=int, default=100)
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--heldout-windows", type=int, default=64, help="held-out rows per language and objective")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    Check(parse_args(argv)).main()
     return 0
 
 

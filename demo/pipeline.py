@@ -18,8 +18,11 @@ and everything after it):
 4. ``pretrain``: ``pretrain/train.py --preset tiny`` initialized from it (``init.kind=xlmr``), both objectives
    (span corruption and translation span corruption);
 5. ``export``: ``python -m deltalm.export --verify`` of the newest committed checkpoint (safetensors);
-6. ``finetune``: ``finetune/train.py`` on En→De and En→Fr (``init.kind=pretrained`` from the export);
-7. ``evaluate``: ``python -m finetune.evaluate`` with sacreBLEU on the held-out test split;
+6. ``finetune``: ``finetune/train.py`` on En→De and En→Fr (``init.kind=pretrained`` from the export) and, side by
+   side, the control: the same command with ``init.kind=random`` (random init, same shape, data, steps and seed;
+   :mod:`demo.baseline`);
+7. ``evaluate``: ``python -m finetune.evaluate`` with sacreBLEU on the held-out test split, both runs, and
+   sacreBLEU's paired bootstrap of the difference;
 8. ``report``: ``report.md`` and ``report.png`` (loss curves + BLEU bars) in the run directory.
 """
 
@@ -29,6 +32,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -67,6 +71,7 @@ class Budget:
     test_lines: int  # 0 = the whole held-out test split
     beam: int
     valid_examples: int  # validation sentences generated per pair during fine-tuning
+    finetune_pairs: int = 0  # training pairs per direction for fine-tuning (0 = the whole train split)
     d_model: int = 64  # the encoder (and so DeltaLM) width; the tiny pre-training preset's shape by default
     heads: int = 4
     ffn: int = 128
@@ -80,9 +85,9 @@ BUDGETS = {
         pretrain_steps=4, finetune_steps=4, validate_every=4, test_lines=8, beam=2, valid_examples=8,
     ),
     "small": Budget(
-        "small", mono_langs=ALL_MONO, pairs=("de", "fr"), spm_vocab=2000, spm_sentences=20000, encoder_steps=300,
-        pretrain_steps=600, finetune_steps=2500, validate_every=500, test_lines=0, beam=5, valid_examples=100,
-        d_model=128, heads=4, ffn=512, layers=4,
+        "small", mono_langs=ALL_MONO, pairs=("de", "fr"), spm_vocab=2000, spm_sentences=20000, encoder_steps=1000,
+        pretrain_steps=2000, finetune_steps=1000, validate_every=250, test_lines=0, beam=5, valid_examples=100,
+        finetune_pairs=2000, d_model=128, heads=4, ffn=512, layers=4,
     ),
     "full": Budget(
         "full", mono_langs=ALL_MONO, pairs=("de", "fr"), spm_vocab=4000, spm_sentences=100000, encoder_steps=1500,
@@ -337,6 +342,8 @@ class Demo:
                 path = CORPUS / "parallel" / f"{split}.en-{tgt}.jsonl.gz"
                 if split == "test" and b.test_lines:
                     path = self._head(path, b.test_lines)
+                if split == "train" and b.finetune_pairs:
+                    path = self._head(path, b.finetune_pairs)
                 files[split].append({"path": str(path), "src_lang": "en", "tgt_lang": tgt})
         return files
 
@@ -386,24 +393,80 @@ class Demo:
         return path
 
     def stage_finetune(self, number: int) -> dict:
+        from demo.baseline import baseline_config
+
         b = self.budget
         pairs = ", ".join(f"En→{p.capitalize()}" for p in b.pairs)
-        self._title(number, f"fine-tuning {pairs}, {b.finetune_steps} steps, from the export")
-        config = self.finetune_config()
-        run_command(
-            [self.python, "finetune/train.py", "--config", str(config)], self.log("finetune"), self.env
+        self._title(
+            number,
+            f"fine-tuning {pairs}, {b.finetune_steps} steps, from the export and (the control, side by side) "
+            "from random init",
         )
-        return {"config": str(config)}
+        config = self.finetune_config()
+        control = baseline_config(
+            config,
+            self.stage_dir("export") / "model",
+            self.random_run,
+            self.stage_dir("finetune") / "random.yaml",
+        )
+        # the control runs in the background on the second core while the pre-trained run is the stage's
+        # foreground command (signals reach it through run_command, and the control is stopped with it)
+        log = self.log("finetune_random")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [self.python, "finetune/train.py", "--config", str(control)]
+        say(f"  $ {' '.join(cmd)}  (control, in the background; log: {log})")
+        with open(log, "w", encoding="utf-8") as handle:
+            # no MASTER_PORT: a one-process run then picks a free port, so the two runs' rendezvous never collide
+            env = {k: v for k, v in child_environment(REPO, self.env).items() if k != "MASTER_PORT"}
+            background = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
+            try:
+                run_command(
+                    [self.python, "finetune/train.py", "--config", str(config)],
+                    self.log("finetune"),
+                    self.env,
+                )
+            except BaseException:
+                background.terminate()
+                background.wait()
+                raise
+            code = background.wait()
+        if code != 0:
+            tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+            raise DemoError(
+                f"the random-init control failed (exit {code}); see {log}:\n  " + "\n  ".join(tail)
+            )
+        return {"config": str(config), "random_init_config": str(control)}
+
+    @property
+    def random_run(self) -> Path:
+        return self.stage_dir("finetune") / "random_run"
 
     def stage_evaluate(self, number: int) -> dict:
-        self._title(number, f"sacreBLEU on the held-out test split (beam {self.budget.beam})")
-        run = self.stage_dir("finetune") / "run"
-        model = run / "averaged" if (run / "averaged").is_dir() else run / "final"
-        out = self.stage_dir("evaluate")
-        cmd = [self.python, "-m", "finetune.evaluate", "--model", str(model)]
-        cmd += ["--config", str(self.stage_dir("finetune") / "finetune.yaml"), "--output-dir", str(out)]
-        run_command(cmd, self.log("evaluate"), self.env)
-        return {"model": str(model)}
+        from demo.baseline import compare
+
+        self._title(
+            number,
+            f"sacreBLEU on the held-out test split (beam {self.budget.beam}), pre-trained and random init",
+        )
+        config = self.stage_dir("finetune") / "finetune.yaml"
+        models = {}
+        for run, out in (
+            (self.stage_dir("finetune") / "run", self.stage_dir("evaluate")),
+            (self.random_run, self.stage_dir("evaluate") / "random_init"),
+        ):
+            model = run / "averaged" if (run / "averaged").is_dir() else run / "final"
+            cmd = [self.python, "-m", "finetune.evaluate", "--model", str(model)]
+            cmd += ["--config", str(config), "--output-dir", str(out)]
+            run_command(cmd, self.log("evaluate"), self.env)
+            models[str(out)] = str(model)
+        comparison = compare(config, self.stage_dir("evaluate"), self.stage_dir("evaluate") / "random_init")
+        for row in comparison:
+            verdict = "significant" if row["significant"] else "not significant"
+            say(
+                f"  {row['pair']}: pre-trained {row['pretrained']:.2f} vs random init {row['random']:.2f} BLEU "
+                f"({row['difference']:+.2f}, paired bootstrap p = {row['p_value']}, {verdict})"
+            )
+        return {"models": models, "comparison": comparison}
 
     def stage_report(self, number: int) -> dict:
         from demo.report import write_report

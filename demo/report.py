@@ -78,6 +78,8 @@ def plot(
     results: list[dict],
     beam: int,
     valid_note: str,
+    control: tuple[list[int], list[float]] = ([], []),
+    control_bleu: dict[str, float] | None = None,
 ) -> Path:
     """``report.png``: one panel per objective (raw faint, EMA bold), the validation loss on the fine-tuning
     panel, validation BLEU over steps, and the test BLEU per pair labelled with its sentence count and beam."""
@@ -98,6 +100,10 @@ def plot(
     for index, (pair, (steps, values)) in enumerate(validation_series(valid, "loss").items()):
         color = valid_colors[index % len(valid_colors)]
         finetune_axis.plot(steps, values, marker="o", linestyle="--", color=color, label=f"validation {pair}")
+    if control[0]:  # the random-init control's training loss (EMA) on the same panel
+        weight = smoothing_weight(len(control[1]))
+        finetune_axis.plot(control[0], ema(control[1], weight), color="black", linewidth=1.5,
+                           label=f"random init (control), EMA {weight:.2f}")  # fmt: skip
     finetune_axis.legend(fontsize=8)
     fig.axes[0].legend(fontsize=8)
     fig.axes[1].legend(fontsize=8)
@@ -121,10 +127,22 @@ def plot(
     rows = [r for r in results if "bleu" in r.get("scores", {})]
     labels = [f"{r['pair']}\n{r['n']} sentences" for r in rows]
     values = [float(r["scores"]["bleu"]) for r in rows]
-    bars.bar(labels, values, color="tab:green")
+    control_values = [float((control_bleu or {}).get(r["pair"], float("nan"))) for r in rows]
+    width = 0.4 if control_bleu else 0.8
+    positions = list(range(len(rows)))
+    bars.bar([x - width / 2 if control_bleu else x for x in positions], values, width, color="tab:green",
+             label="pre-trained")  # fmt: skip
     for i, value in enumerate(values):
-        bars.text(i, value, f"{value:.2f}", ha="center", va="bottom")
-    bars.set_ylim(0, max([1.0, *values]) * 1.2)
+        bars.text(i - width / 2 if control_bleu else i, value, f"{value:.2f}", ha="center", va="bottom")
+    if control_bleu:
+        bars.bar(
+            [x + width / 2 for x in positions], control_values, width, color="tab:gray", label="random init"
+        )
+        for i, value in enumerate(control_values):
+            bars.text(i + width / 2, value, f"{value:.2f}", ha="center", va="bottom")
+        bars.legend(fontsize=8)
+    bars.set_xticks(positions, labels)
+    bars.set_ylim(0, max([1.0, *values, *[v for v in control_values if v == v]]) * 1.2)
     bars.set_ylabel("sacreBLEU (13a, detokenized)")
     bars.set_title(f"held-out test, beam {beam}")
     fig.tight_layout()
@@ -132,6 +150,35 @@ def plot(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def comparison_lines(comparison: list[dict]) -> list[str]:
+    """The pre-trained vs random-init table and one sentence per pair saying what the difference is."""
+    if not comparison:
+        return []
+    lines = [
+        "",
+        "## Pre-trained vs random init (same fine-tuning budget)",
+        "",
+        "| pair | sentences | pre-trained | random init | difference | paired bootstrap p | significant (p < 0.05) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in comparison:
+        p = "n/a (equal)" if row["p_value"] is None else f"{row['p_value']:.3f}"
+        lines.append(
+            f"| {row['pair']} | {row['n']} | {row['pretrained']:.2f} | {row['random']:.2f} | "
+            f"{row['difference']:+.2f} | {p} | {'yes' if row['significant'] else 'no'} |"
+        )
+    lines.append("")
+    for row in comparison:
+        better = "higher" if row["difference"] > 0 else "lower" if row["difference"] < 0 else "the same"
+        verdict = "significant" if row["significant"] else "not significant"
+        lines.append(
+            f"- {row['pair']}: the pre-trained model's BLEU is {better} than random init's by "
+            f"{abs(row['difference']):.2f}; the difference is {verdict} (sacreBLEU paired bootstrap, 1,000 "
+            f"resamples, p = {'n/a' if row['p_value'] is None else row['p_value']})."
+        )
+    return lines
 
 
 def best_validation(valid: list[dict]) -> str:
@@ -165,6 +212,8 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     budget = json.loads((run_dir / "budget.json").read_text(encoding="utf-8"))
     pretrain = read_jsonl(run_dir / "pretrain" / "metrics.jsonl")
     finetune = read_jsonl(run_dir / "finetune" / "run" / "metrics.jsonl")
+    finetune_random = read_jsonl(run_dir / "finetune" / "random_run" / "metrics.jsonl")
+    comparison = _done(run_dir, "evaluate").get("comparison", [])
     valid = read_jsonl(run_dir / "finetune" / "run" / "valid.jsonl")
     encoder = _done(run_dir, "encoder")
     results_file = run_dir / "evaluate" / "results.json"
@@ -183,7 +232,9 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         "fine-tuning En→X\n(training per step; validation dashed)": _series(finetune),
     }
     valid_note = f"first {budget['valid_examples']} validation sentences per pair, beam {budget['beam']}"
-    png = plot(run_dir, curves, valid, results["results"], budget["beam"], valid_note)
+    control_bleu = {row["pair"]: row["random"] for row in comparison}
+    png = plot(run_dir, curves, valid, results["results"], budget["beam"], valid_note, _series(finetune_random),
+               control_bleu)  # fmt: skip
 
     def first_last(records: list[dict]) -> str:
         _, values = _series(records)
@@ -212,8 +263,15 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         f"corruption, {budget['pretrain_steps']} steps: loss {first_last(pretrain)}.",
         "- Export of the newest committed checkpoint to safetensors, verified (tensors bit-equal, logits equal).",
         f"- Fine-tuning En→{'/'.join(p.capitalize() for p in budget['pairs'])} from the export, "
-        f"{budget['finetune_steps']} steps: loss {first_last(finetune)}; {len(valid)} validations "
-        f"({valid_note}){best_validation(valid)}.",
+        f"{budget['finetune_steps']} steps"
+        + (
+            f" on {budget['finetune_pairs']:,} training pairs per direction"
+            if budget.get("finetune_pairs")
+            else ""
+        )
+        + f": loss {first_last(finetune)}; {len(valid)} validations ({valid_note}){best_validation(valid)}. "
+        "The control, the same fine-tuning from random init (`init.kind=random`, same shape, data, steps, schedule "
+        f"and seed): loss {first_last(finetune_random)}.",
         f"- Evaluation: sacreBLEU (13a, detokenized, case-sensitive) on the held-out test split, beam {budget['beam']}"
         + (f", first {budget['test_lines']} lines per pair." if budget["test_lines"] else "."),
         "",
@@ -224,6 +282,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     ]
     for row in results["results"]:
         lines.append(f"| {row['pair']} | {row['n']} | {row['scores'].get('bleu', float('nan')):.2f} |")
+    lines += comparison_lines(comparison)
     lines += [
         "",
         bleu_verdict(bleu, budget),

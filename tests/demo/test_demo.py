@@ -68,6 +68,20 @@ def test_report_is_built_from_the_run(demo):
     bleu = results["results"][0]["scores"]["bleu"]
     assert f"| en-de | {BUDGETS['smoke'].test_lines} | {bleu:.2f} |" in report
     assert "stands in for InfoXLM" in report
+    # the random-init control: same fine-tuning config but init.kind none, scored on the same test lines
+    control = json.loads((run_dir / "evaluate" / "random_init" / "results.json").read_text())
+    assert control["results"][0]["n"] == BUDGETS["smoke"].test_lines
+    steps = [
+        json.loads(x)["step"]
+        for x in (run_dir / "finetune" / "random_run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == list(range(1, BUDGETS["smoke"].finetune_steps + 1))
+    (row,) = json.loads((run_dir / "evaluate" / "DONE").read_text())["comparison"]
+    assert row["random"] == round(control["results"][0]["scores"]["bleu"], 2)
+    assert (
+        f"| en-de | {BUDGETS['smoke'].test_lines} | {row['pretrained']:.2f} | {row['random']:.2f} |" in report
+    )
+    assert "random init (`init.kind=random`" in report
     png = (run_dir / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from deltalm.vocabulary import EOS_ID, NUM_SPECIALS, Vocabulary
+from pretrain.loader import model_batch
 from pretrain.objectives import corruption_lengths, span_corruption_batch, translation_pair
 
 
@@ -101,21 +102,6 @@ def _windows(stream: list[int], raw: int, limit: int) -> np.ndarray:
     return np.asarray(stream[: rows * raw], dtype=np.int64).reshape(rows, raw)
 
 
-def _to_batch(inputs: np.ndarray, targets: np.ndarray) -> dict[str, torch.Tensor]:
-    enc = torch.from_numpy(inputs.astype(np.int64))
-    tgt = torch.from_numpy(targets.astype(np.int64))
-    dec = torch.empty_like(tgt)
-    dec[:, 0] = EOS_ID
-    dec[:, 1:] = tgt[:, :-1]
-    return {
-        "encoder_input_tokens": enc,
-        "encoder_padding_mask": torch.ones(enc.shape, dtype=torch.bool),
-        "decoder_input_tokens": dec,
-        "decoder_target_tokens": tgt,
-        "decoder_loss_weights": torch.ones(tgt.shape, dtype=torch.float32),
-    }
-
-
 def span_corruption_batches(
     vocab: Vocabulary, lines_by_lang: dict[str, list[str]], input_length: int, windows: int, seed: int = 7
 ) -> list[dict[str, torch.Tensor]]:
@@ -132,7 +118,7 @@ def span_corruption_batches(
             inputs, targets = span_corruption_batch(
                 rows[start : start + 16], rng, 0.15, 3.0, first_sentinel=vocab.first_sentinel, eos=EOS_ID
             )
-            batches.append(_to_batch(inputs, targets))
+            batches.append(model_batch(inputs, targets, EOS_ID))
     return batches
 
 
@@ -159,7 +145,7 @@ def translation_span_batches(
             inputs, targets = span_corruption_batch(
                 rows[start : start + 16], rng, 0.5, 3.0, first_sentinel=vocab.first_sentinel, eos=EOS_ID
             )
-            batches.append(_to_batch(inputs, targets))
+            batches.append(model_batch(inputs, targets, EOS_ID))
     return batches
 
 

@@ -89,6 +89,29 @@ class StreamSource:
         return ShardTable(parts, keep_sha256)
 
 
+def model_batch(inputs: np.ndarray, targets: np.ndarray, eos: int) -> dict[str, torch.Tensor]:
+    """The docs/design.md#batches batch of span-corrupted rows; decoder input = ``eos`` + targets[:-1].
+
+    ``inputs`` [B, S] and ``targets`` [B, T] (any integer dtype, e.g. the int32 of
+    :func:`~pretrain.objectives.span_corruption_batch`) give ``encoder_input_tokens`` [B, S] and
+    ``decoder_target_tokens`` [B, T] (int64), ``decoder_input_tokens`` [B, T] (int64, teacher forcing: ``eos``
+    then the targets shifted right by one), an all-True bool ``encoder_padding_mask`` [B, S] and all-1.0 float32
+    ``decoder_loss_weights`` [B, T]: every row is a full window, never padded.
+    """
+    enc = torch.from_numpy(inputs.astype(np.int64))
+    tgt = torch.from_numpy(targets.astype(np.int64))
+    dec = torch.empty_like(tgt)
+    dec[:, 0] = eos
+    dec[:, 1:] = tgt[:, :-1]
+    return {
+        "encoder_input_tokens": enc,
+        "encoder_padding_mask": torch.ones(enc.shape, dtype=torch.bool),
+        "decoder_input_tokens": dec,
+        "decoder_target_tokens": tgt,
+        "decoder_loss_weights": torch.ones(tgt.shape, dtype=torch.float32),
+    }
+
+
 def read_manifests(data_dirs: list[str]) -> tuple[dict[str, StreamSource], list[str], dict]:
     """Streams of every directory (same name = one stream, shards in directory order), fingerprints and
     tokenizer. Reads only the ``manifest.json`` files: O(streams), whatever the number of shards."""
@@ -280,7 +303,7 @@ class PretrainLoader:
         every = self.config.release_pages_every
         if every and new_state.counter % every == 0:
             self.cache.release_pages()
-        return self.to_batch(inputs, targets), new_state
+        return model_batch(inputs, targets, self.vocab.eos), new_state
 
     def produce_windows(self, state: LoaderState) -> tuple[np.ndarray, ObjectiveSpec, LoaderState]:
         """The rank's raw windows [B, raw] of micro-batch ``state.counter``, its objective, and the next state."""
@@ -307,21 +330,6 @@ class PretrainLoader:
             sel = np.nonzero(my_picks == i)[0]
             out[sel] = self.streams[objective.mixture.names[i]].windows(my_windows[sel])
         return out, objective, LoaderState(state.counter + 1, cursors)
-
-    def to_batch(self, inputs: np.ndarray, targets: np.ndarray) -> dict[str, torch.Tensor]:
-        """The docs/design.md#batches batch: no padding, decoder input = ``</s>`` + targets[:-1]."""
-        enc = torch.from_numpy(inputs.astype(np.int64))
-        tgt = torch.from_numpy(targets.astype(np.int64))
-        dec = torch.empty_like(tgt)
-        dec[:, 0] = self.vocab.eos
-        dec[:, 1:] = tgt[:, :-1]
-        return {
-            "encoder_input_tokens": enc,
-            "encoder_padding_mask": torch.ones(enc.shape, dtype=torch.bool),
-            "decoder_input_tokens": dec,
-            "decoder_target_tokens": tgt,
-            "decoder_loss_weights": torch.ones(tgt.shape, dtype=torch.float32),
-        }
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         """The next micro-batch of this rank (from the prefetch thread when ``data.prefetch`` > 0)."""

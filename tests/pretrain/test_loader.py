@@ -7,8 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from deltalm.config_tree import ConfigError
+from deltalm.model.model import BATCH_KEYS
 from deltalm.shard_format import (
     SHARD_TABLE_NAME,
     ShardError,
@@ -18,7 +20,7 @@ from deltalm.shard_format import (
 )
 from deltalm.vocabulary import Vocabulary
 from pretrain.data_config import PretrainDataConfig
-from pretrain.loader import PretrainLoader
+from pretrain.loader import PretrainLoader, model_batch
 from pretrain.objectives import corruption_lengths
 from tests.pretrain.corpus import random_docs, reconstruct, unique_docs, write_dataset
 
@@ -91,6 +93,43 @@ def test_batch_contract_512_114(tmp_path):
     for e, t in zip(enc.numpy(), tgt.numpy(), strict=True):
         assert len(reconstruct(e, t, SENT)) == raw == 568
     loader.close()
+
+
+def test_model_batch_on_a_known_example():
+    inputs = np.array([[5, 6, SENT, 2], [7, SENT, 8, 2]], dtype=np.int32)
+    targets = np.array([[SENT, 9, 2], [SENT, 10, 2]], dtype=np.int32)
+    batch = model_batch(inputs, targets, eos=2)
+    assert tuple(batch) == BATCH_KEYS
+    assert batch["encoder_input_tokens"].dtype == torch.int64
+    assert batch["encoder_input_tokens"].tolist() == inputs.tolist()
+    assert batch["decoder_target_tokens"].dtype == torch.int64
+    assert batch["decoder_target_tokens"].tolist() == targets.tolist()
+    assert batch["decoder_input_tokens"].dtype == torch.int64
+    assert batch["decoder_input_tokens"].tolist() == [[2, SENT, 9], [2, SENT, 10]]
+    assert batch["encoder_padding_mask"].dtype == torch.bool and batch["encoder_padding_mask"].shape == (2, 4)
+    assert bool(batch["encoder_padding_mask"].all())
+    weights = batch["decoder_loss_weights"]
+    assert weights.dtype == torch.float32 and weights.tolist() == [[1.0] * 3] * 2
+
+
+def test_the_loader_builds_its_batches_with_model_batch(tmp_path, monkeypatch):
+    import pretrain.loader as loader_module
+
+    calls = []
+
+    def spy(inputs, targets, eos):
+        calls.append(eos)
+        return {"spied": model_batch(inputs, targets, eos)}
+
+    monkeypatch.setattr(loader_module, "model_batch", spy)
+    rng = np.random.default_rng(0)
+    write_dataset(tmp_path, VOCAB, mono={"de": random_docs(rng, 10, 5, 200, 4, 50_000)})
+    loader = PretrainLoader(
+        make_config(tmp_path, translation_ratio=0.0, input_length=24), VOCAB, micro_batch_size=2, seed=3
+    )
+    batch = loader.next_batch()
+    loader.close()
+    assert calls == [VOCAB.eos] and set(batch) == {"spied"}
 
 
 def test_mono_epoch_covered_once_across_ranks(tmp_path):

@@ -6,17 +6,15 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import subprocess_environment
+from tests.conftest import REPO, subprocess_environment
+from tests.deltalm.engine.held_setup import DRIVER, sigterm_during_setup
 from tests.finetune.conftest import read_pairs
 
-REPO = Path(__file__).resolve().parents[2]
-DRIVER = REPO / "tests" / "deltalm" / "engine" / "setup_hold.py"
 pytestmark = pytest.mark.slow
 
 
@@ -55,38 +53,18 @@ def config(tmp_path_factory, spm_model) -> tuple[Path, Path]:
     return path, root / "run"
 
 
-def signal_at(point: str, config_path: Path, marker: Path) -> tuple[int, str, float]:
-    """Start the held run, SIGTERM it at ``point``; (exit code, stderr, seconds from signal to exit)."""
-    proc = subprocess.Popen(
-        [sys.executable, str(DRIVER), "finetune", point, str(marker), "--", "--config", str(config_path)],
-        cwd=REPO,
-        env=subprocess_environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 180
-    while time.time() < deadline and not marker.exists() and proc.poll() is None:
-        time.sleep(0.05)
-    assert marker.exists(), proc.communicate()[1][-3000:]
-    sent = time.perf_counter()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    return proc.returncode, err, time.perf_counter() - sent
-
-
 @pytest.mark.parametrize("point", ["model", "engine"])
 def test_sigterm_during_setup_stops_at_once_with_one_line(config, point, tmp_path):
-    config_path, run = config
-    code, err, seconds = signal_at(point, config_path, tmp_path / "held")
-    assert code == 128 + signal.SIGTERM, err[-3000:]
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("stopped: SIGTERM during set-up") and "exit 143" in last, err[-3000:]
-    assert "Traceback" not in err
-    assert seconds < 30  # the hold sleeps 120 s: the signal ended it, not the timer
+    config_path, run_dir = config
+    run = sigterm_during_setup("finetune", point, tmp_path / "held", ["--config", str(config_path)])
+    assert run.returncode == 128 + signal.SIGTERM, run.stderr[-3000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("stopped: SIGTERM during set-up") and "exit 143" in last, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    assert run.seconds < 30  # the hold sleeps 120 s: the signal ended it, not the timer
     # nothing that looks finished: no committed checkpoint, no summary, no exported model
-    assert not (run / "summary.json").exists() and not (run / "final").exists()
-    assert not list(run.glob("checkpoints/*/COMMITTED"))
+    assert not (run_dir / "summary.json").exists() and not (run_dir / "final").exists()
+    assert not list(run_dir.glob("checkpoints/*/COMMITTED"))
 
 
 def test_sigterm_in_training_checkpoints_and_leaves_no_final_model(config, tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from deltalm.vocabulary import Vocabulary
+from tests.deltalm.engine.held_setup import sigterm_during_setup
 from tests.pretrain.corpus import random_docs, write_dataset
 
 pytestmark = pytest.mark.slow
@@ -170,30 +171,11 @@ def test_launch_sh_config_error_at_two_ranks_is_one_line_printed_last(tmp_path, 
 def test_sigterm_during_setup_stops_at_once(dataset, tmp_path, point):
     """The handler is installed first thing: SIGTERM while the model or the engine is being built ends the run
     with one line and exit 143 (tests/deltalm/engine/setup_hold.py holds set-up there until the signal arrives)."""
-    import signal
-    import time
-
-    run_dir, marker = tmp_path / "run", tmp_path / "held"
-    environment = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):
-        environment.pop(key, None)
-    argv = ["pretrain", point, str(marker), "--", *common(dataset, run_dir), "--set", "run.max_steps=4"]
-    proc = subprocess.Popen(
-        [sys.executable, "tests/deltalm/engine/setup_hold.py", *argv],
-        cwd=REPO,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 180
-    while time.time() < deadline and not marker.exists() and proc.poll() is None:
-        time.sleep(0.05)
-    assert marker.exists(), proc.communicate()[1][-3000:]
-    sent = time.perf_counter()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err[-3000:]
+    run_dir = tmp_path / "run"
+    argv = [*common(dataset, run_dir), "--set", "run.max_steps=4"]
+    run = sigterm_during_setup("pretrain", point, tmp_path / "held", argv, OMP_NUM_THREADS="1")
+    err = run.stderr
+    assert run.returncode == 143, err[-3000:]
     assert err.strip().splitlines()[-1].startswith("stopped: SIGTERM during set-up"), err[-3000:]
-    assert time.perf_counter() - sent < 30 and "Traceback" not in err
+    assert run.seconds < 30 and "Traceback" not in err
     assert not list(run_dir.glob("checkpoints/*/COMMITTED")) and not (run_dir / "metrics.jsonl").exists()

@@ -5,8 +5,9 @@ Heavy names (torch) are imported lazily so that ``import deltalm.vocabulary`` (d
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from deltalm.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "DeltaLMConfig": "deltalm.model.config",
@@ -49,10 +50,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from deltalm.vocabulary import Vocabulary
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'deltalm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())

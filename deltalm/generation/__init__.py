@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from deltalm.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "Hypothesis": "deltalm.generation.search",
@@ -32,10 +33,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from deltalm.generation.translation import translate, translate_lines
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'deltalm.generation' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())

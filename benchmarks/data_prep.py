@@ -1,7 +1,7 @@
 """data_prep throughput benchmark: end-to-end ``mono`` vs raw SentencePiece vs the Hugging Face datasets pipeline.
 
-    .venv/bin/python benchmarks/data_prep.py              # full run: 100 MB and 1 GB inputs (a few minutes)
-    .venv/bin/python benchmarks/data_prep.py --quick      # smoke run in seconds (no floors enforced)
+    .venv/bin/python -m benchmarks.data_prep              # full run: 100 MB and 1 GB inputs (a few minutes)
+    .venv/bin/python -m benchmarks.data_prep --quick      # smoke run in seconds (no floors enforced)
 
 All three read the same plain-text file (the bundled CC100-layout sample, repeated). ``raw spm`` is
 ``SentencePieceProcessor.Encode`` on batches of the same lines, one thread, timing only the Encode calls.

@@ -1,6 +1,6 @@
 """Engine benchmark on CPU: step time and samples/s per model preset and ZeRO stage; checkpoint save + load time.
 
-    DS_ACCELERATOR=cpu .venv/bin/python benchmarks/engine.py [--presets tiny base] [--stages 0 1 2 3]
+    DS_ACCELERATOR=cpu .venv/bin/python -m benchmarks.engine [--presets tiny base] [--stages 0 1 2 3]
         [--steps 3] [--source-len 64] [--target-len 16] [--micro-batch 2] [--checkpoint-preset base]
         [--json OUT.json]
 
@@ -27,14 +27,13 @@ from pathlib import Path
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from benchmarks.synthetic_batches import SyntheticBatches, SyntheticDataConfig  # noqa: E402
-from deltalm.engine.config import TrainingConfig, build_config  # noqa: E402
-from deltalm.engine.distributed import discover, init_process_group, shutdown  # noqa: E402
-from deltalm.engine.trainer import Trainer  # noqa: E402
+from benchmarks.synthetic_batches import SyntheticBatches, SyntheticDataConfig
+from deltalm.engine.config import TrainingConfig, build_config
+from deltalm.engine.distributed import discover, init_process_group, shutdown
+from deltalm.engine.trainer import Trainer
 
 
 def make_trainer(args, preset: str, stage: int, run_dir: Path, every: int = 0) -> Trainer:
@@ -129,7 +128,8 @@ def spawn(argv: list[str], kind: str, preset: str, stage: int) -> dict:
         k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
     }
     proc = subprocess.run(
-        [sys.executable, __file__, *argv, "--one", f"{kind}:{preset}:{stage}"],
+        [sys.executable, "-m", "benchmarks.engine", *argv, "--one", f"{kind}:{preset}:{stage}"],
+        cwd=Path(__file__).resolve().parent.parent,
         env=env,
         capture_output=True,
         text=True,

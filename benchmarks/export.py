@@ -1,6 +1,6 @@
 """Export benchmark: peak resident memory and time of ``python -m deltalm.export`` vs. DeepSpeed's ``zero_to_fp32``.
 
-    .venv/bin/python benchmarks/export.py [--d-model 512] [--layers 6] [--vocab 32000] [--world 2] [--stage 2]
+    .venv/bin/python -m benchmarks.export [--d-model 512] [--layers 6] [--vocab 32000] [--world 2] [--stage 2]
 
 Trains a model of the given size for 2 steps through the engine (tests/deltalm/export/train_runs.py, CPU ranks), then runs
 each consolidation in a fresh process and reads its peak RSS from ``wait4``: (a) a process that only imports what
@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def measure(cmd: list[str]) -> tuple[float, float]:

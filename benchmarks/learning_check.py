@@ -27,7 +27,7 @@ Every stage writes ``<work>/<stage>/DONE``; a rerun skips finished stages, so pa
 
 Example (the recorded run; ``--jobs 2`` runs the pre-training chain beside the other fine-tunings)::
 
-    OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu .venv/bin/python benchmarks/learning_check.py --work runs/learning --jobs 2
+    OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu .venv/bin/python -m benchmarks.learning_check --work runs/learning --jobs 2
 """
 
 from __future__ import annotations
@@ -44,11 +44,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+from benchmarks import learning_probes as probes
 
-import learning_probes as probes  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 CORPUS = REPO / "data_prep" / "sample_corpus"
 MONO = ("en", "de", "fr", "es", "zh", "hi")
@@ -393,7 +391,7 @@ class Check:
         self.report()
 
     def report(self) -> None:
-        from learning_report import write_report
+        from benchmarks.learning_report import write_report
 
         self.results["chain"] = self.chain()
         self.save()

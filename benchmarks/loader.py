@@ -33,12 +33,10 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from deltalm.shard_format import FORMAT_VERSION, mono_schema, write_dataset_manifest  # noqa: E402
-from deltalm.vocabulary import XLMR_SPM_SIZE, Vocabulary, file_sha256  # noqa: E402
-from pretrain.data_config import PretrainDataConfig  # noqa: E402
-from pretrain.loader import LoaderState, PretrainLoader  # noqa: E402
+from deltalm.shard_format import FORMAT_VERSION, mono_schema, write_dataset_manifest
+from deltalm.vocabulary import XLMR_SPM_SIZE, Vocabulary, file_sha256
+from pretrain.data_config import PretrainDataConfig
+from pretrain.loader import LoaderState, PretrainLoader
 
 VOCAB = Vocabulary(spm_size=XLMR_SPM_SIZE)
 LANGS = ("de", "fr", "sw", "zh")

@@ -1,7 +1,7 @@
 """MFU benchmark: the real DeltaLM training step (engine, DeepSpeed, optimizer, clipping) next to an HF mT5 peer.
 
-    .venv/bin/python benchmarks/mfu.py --preset tiny --shapes 128/32 --steps 3      # CPU smoke run
-    python benchmarks/mfu.py --preset base --precision bf16 --micro-batch 64 --compile   # one H100
+    .venv/bin/python -m benchmarks.mfu --preset tiny --shapes 128/32 --steps 3      # CPU smoke run
+    python -m benchmarks.mfu --preset base --precision bf16 --micro-batch 64 --compile   # one H100
 
 Each model is trained by :class:`deltalm.engine.trainer.Trainer` on synthetic batches of fixed, fully used
 shapes (``span``: span corruption 512/114, ``translation``: translation span corruption 512/512, ``mixed``:
@@ -31,10 +31,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from benchmarks.device_probe import gemm_ceiling_tflops, nvidia_driver, peak_memory_gb
 
-from benchmarks.device_probe import gemm_ceiling_tflops, nvidia_driver, peak_memory_gb  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 SHAPE_SETS = {
     "span": [(512, 114)],
@@ -482,7 +481,7 @@ def _benchmark(args, rank) -> tuple[Environment, list[Result]]:
 
 
 def probe_command(args, micro_batch: int) -> list[str]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--probe", "--peer", "none"]
+    command = [sys.executable, "-m", "benchmarks.mfu", "--probe", "--peer", "none"]
     command += ["--steps", "1", "--warmup", "1", "--micro-batch", str(micro_batch)]
     for flag in (
         "preset",
@@ -509,7 +508,7 @@ def find_max_micro_batch(args) -> int:
     }
 
     def fits(micro: int) -> bool:
-        proc = subprocess.run(probe_command(args, micro), env=env, capture_output=True, text=True)
+        proc = subprocess.run(probe_command(args, micro), cwd=REPO, env=env, capture_output=True, text=True)
         if proc.returncode not in (0, OOM_EXIT):
             tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise RuntimeError(f"trial with micro-batch {micro} failed (exit {proc.returncode}): {tail}")

@@ -1,6 +1,6 @@
 """Parameter counts of the DeltaLM presets next to the paper's figures (+ a tiny CPU training-step timing).
 
-Usage: ``.venv/bin/python benchmarks/model_params.py [--step-timing]``. Models are built on the meta device
+Usage: ``.venv/bin/python -m benchmarks.model_params [--step-timing]``. Models are built on the meta device
 (no memory, no init), so the counts take well under a second.
 """
 
@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from deltalm.model.config import DeltaLMConfig  # noqa: E402
-from deltalm.model.model import DeltaLM  # noqa: E402
+from deltalm.model.config import DeltaLMConfig
+from deltalm.model.model import DeltaLM
 
 PAPER = {"base": 360e6, "large": 830e6}
 

@@ -40,10 +40,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from deltalm.shard_format import FORMAT_VERSION, mono_schema, write_dataset_manifest  # noqa: E402
-from deltalm.vocabulary import XLMR_SPM_SIZE, Vocabulary, file_sha256  # noqa: E402
+from deltalm.shard_format import FORMAT_VERSION, mono_schema, write_dataset_manifest
+from deltalm.vocabulary import XLMR_SPM_SIZE, Vocabulary, file_sha256
 
 VOCAB = Vocabulary(spm_size=XLMR_SPM_SIZE)
 ROWS_PER_SHARD = 40

@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/data_prep.py --quick (tiny sizes; the floors are checked by the full run)."""
+"""Smoke test of ``python -m benchmarks.data_prep --quick`` (tiny sizes; the floors are checked by the full run)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def test_benchmark_quick_prints_the_table(spm_model, tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            str(REPO / "benchmarks" / "data_prep.py"),
+            "-m",
+            "benchmarks.data_prep",
             "--quick",
             "--no-datasets",
             "--workers",

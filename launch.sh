@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 usage() {
   cat <<'EOF'
 usage:
-  bash launch.sh                      the demo (tiny model on the bundled corpus; CPU when there is no GPU)
+  bash launch.sh                      the demo (small model on the bundled corpus; CPU when there is no GPU)
   bash launch.sh --setup              create .venv with the pinned requirements (first run only)
   bash launch.sh pretrain CONFIG.yaml [--set key=value ...] [launch options]
   bash launch.sh finetune CONFIG.yaml [--set key=value ...] [launch options]

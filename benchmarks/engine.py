@@ -1,6 +1,6 @@
 """Engine benchmark on CPU: step time and samples/s per model preset and ZeRO stage; checkpoint save + load time.
 
-    DS_ACCELERATOR=cpu .venv/bin/python -m benchmarks.engine [--presets tiny base] [--stages 0 1 2 3]
+    DS_ACCELERATOR=cpu .venv/bin/python -m benchmarks.engine [--presets small base] [--stages 0 1 2 3]
         [--steps 3] [--source-len 64] [--target-len 16] [--micro-batch 2] [--checkpoint-preset base]
         [--json OUT.json]
 
@@ -50,7 +50,7 @@ def make_trainer(args, preset: str, stage: int, run_dir: Path, every: int = 0) -
         "checkpoint.resume=never",
         "logging.tensorboard=false",
     ]
-    if preset == "tiny":
+    if preset in ("tiny", "small"):
         overrides.append(f"model.vocab_size={args.vocab_size}")
     config = build_config(TrainingConfig, {}, None, overrides)
     from deltalm.model.model import DeltaLM
@@ -147,14 +147,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--presets", nargs="+", default=["tiny", "base"], choices=["tiny", "base"])
+    parser.add_argument("--presets", nargs="+", default=["small", "base"], choices=["tiny", "small", "base"])
     parser.add_argument("--stages", nargs="+", type=int, default=[0, 1, 2, 3], choices=[0, 1, 2, 3])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--source-len", type=int, default=64)
     parser.add_argument("--target-len", type=int, default=16)
     parser.add_argument("--micro-batch", type=int, default=2)
-    parser.add_argument("--vocab-size", type=int, default=8104, help="tiny preset vocabulary (base: 250,104)")
-    parser.add_argument("--checkpoint-preset", default="base", choices=["tiny", "base", "none"])
+    parser.add_argument(
+        "--vocab-size", type=int, default=8104, help="tiny/small preset vocabulary (base: 250,104)"
+    )
+    parser.add_argument("--checkpoint-preset", default="base", choices=["tiny", "small", "base", "none"])
     parser.add_argument("--checkpoint-stage", type=int, default=0)
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: KIND:PRESET:STAGE in this process

@@ -198,7 +198,7 @@ class Check:
             "--steps",
             a.encoder_steps,
         ]
-        cmd += ["--hidden-size", a.d_model, "--heads", a.heads, "--ffn", a.ffn, "--layers", a.layers]
+        cmd += ["--model", a.model]
         self.run([*cmd, *[self.d("corpus", "mono", f"{lang}.txt.gz") for lang in MONO]], "encoder")
         training = json.loads((out / "mlm_training.json").read_text(encoding="utf-8"))
         train_lines = [
@@ -240,6 +240,8 @@ class Check:
         return {"config": interleaved.config.to_dict()}
 
     def pretrain_sets(self, run_dir: Path, init: str) -> list:
+        from demo.encoder import MAX_POSITIONS
+
         a = self.args
         sets = {
             "run.run_dir": run_dir,
@@ -247,11 +249,8 @@ class Check:
             "run.log_every": max(1, a.pretrain_steps // 20),
             "run.seed": a.seed,
             "model.vocab_size": self.vocab().pretrain_size,
-            "model.d_model": a.d_model,
-            "model.heads": a.heads,
-            "model.ffn": a.ffn,
-            "model.encoder_layers": a.layers,
-            "model.decoder_blocks": a.layers // 2,
+            "model.preset": a.model,
+            "model.max_positions": MAX_POSITIONS,  # the encoder's table (128 tokens)
             "data.data_dirs": f"[{self.d('shards', 'ds')}]",
             "data.spm_model": self.spm,
             "optimizer.lr": a.pretrain_lr,
@@ -399,6 +398,8 @@ class Check:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from deltalm.model.config import MODEL_PRESETS
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="runs/learning")
     p.add_argument(
@@ -407,10 +408,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--report-only", action="store_true", help="report the finished stages, run nothing")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--spm-vocab", type=int, default=2000)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--ffn", type=int, default=512)
-    p.add_argument("--layers", type=int, default=4, help="encoder layers (decoder blocks: half)")
+    p.add_argument("--model", choices=list(MODEL_PRESETS), default="small", help="model preset (the demo's)")
     p.add_argument("--encoder-steps", type=int, default=2000)
     p.add_argument("--pretrain-steps", type=int, default=3000)
     p.add_argument("--pretrain-batch", type=int, default=16)

@@ -309,8 +309,10 @@ def format_table(env: Environment, results: list[Result]) -> str:
 
 # ---------------------------------------------------------------------------------------------- modes
 def build_parser() -> argparse.ArgumentParser:
+    from deltalm.model.config import MODEL_PRESETS
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="tiny", choices=["tiny", "base", "large"])
+    p.add_argument("--preset", default="small", choices=list(MODEL_PRESETS), help="model preset")
     p.add_argument("--zero-stage", type=int, default=0, choices=[0, 1, 2, 3])
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     p.add_argument("--micro-batch", type=int, default=2)

@@ -1,4 +1,4 @@
-"""Parameter counts of the DeltaLM presets next to the paper's figures (+ a tiny CPU training-step timing).
+"""Parameter counts of the DeltaLM presets next to the paper's figures (+ a small-preset CPU training-step timing).
 
 Usage: ``.venv/bin/python -m benchmarks.model_params [--step-timing]``. Models are built on the meta device
 (no memory, no init), so the counts take well under a second.
@@ -30,9 +30,9 @@ def count(preset: str) -> dict[str, int]:
 
 
 def step_timing(steps: int = 5, batch: int = 8, length: int = 64) -> str:
-    """Forward+backward of the tiny preset on CPU: tokens/s (source + target tokens)."""
+    """Forward+backward of the small preset on CPU: tokens/s (source + target tokens)."""
     torch.manual_seed(0)
-    config = DeltaLMConfig.preset("tiny")
+    config = DeltaLMConfig.preset("small")
     model = DeltaLM(config).train()
     src = torch.randint(4, config.vocab_size, (batch, length))
     tgt = torch.randint(4, config.vocab_size, (batch, length))
@@ -49,13 +49,13 @@ def step_timing(steps: int = 5, batch: int = 8, length: int = 64) -> str:
         model.zero_grad(set_to_none=True)
         model.loss(b, 0.1).loss_sum.backward()
     dt = (time.perf_counter() - start) / steps
-    return f"tiny preset fwd+bwd, batch {batch}x{length}+{length}: {dt * 1000:.1f} ms/step, {2 * batch * length / dt:,.0f} tokens/s"
+    return f"small preset fwd+bwd, batch {batch}x{length}+{length}: {dt * 1000:.1f} ms/step, {2 * batch * length / dt:,.0f} tokens/s"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--step-timing", action="store_true", help="also time a tiny-preset training step on CPU"
+        "--step-timing", action="store_true", help="also time a small-preset training step on CPU"
     )
     args = parser.parse_args()
     print(f"torch {torch.__version__}")

@@ -1,10 +1,11 @@
-"""``python -m demo.encoder``: the demo's stand-in for InfoXLM — a tiny ``XLMRobertaForMaskedLM`` trained
+"""``python -m demo.encoder``: the demo's stand-in for InfoXLM — a small ``XLMRobertaForMaskedLM`` trained
 briefly with masked-LM (15 % of tokens: 80 % ``<mask>``, 10 % random, 10 % kept) on monolingual text, saved as an
 HF directory that :func:`deltalm.from_xlmr` reads.
 
-Its shape is the ``tiny`` pre-training preset's (d 64, 4 heads, FFN 128, 2 layers → 2 encoder layers and 1
-interleaved decoder block, 130 positions) and its vocabulary is the contract's for the given SentencePiece model
-(HF XLM-R ids: specials, pieces, ``<mask>``). Deterministic for a seed (one torch thread).
+Its width, heads, FFN and layers are a DeltaLM model preset's (``--model``: the DeltaLM built from it gets as many
+encoder layers and the preset's interleaved decoder blocks), its position table holds 128 tokens
+(:data:`MAX_POSITIONS`), and its vocabulary is the contract's for the given SentencePiece model (HF XLM-R ids:
+specials, pieces, ``<mask>``). Deterministic for a seed (one torch thread).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import numpy as np
 import torch
 
 from deltalm.engine.metrics_log import format_duration
+from deltalm.model.config import MODEL_PRESETS, DeltaLMConfig
 from deltalm.vocabulary import BOS_ID, EOS_ID, NUM_SPECIALS, PAD_ID, Vocabulary
 
-SHAPE = {"hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128, "num_hidden_layers": 2}
 PROGRESS_EVERY_S = 30.0  # a progress line at least this often (and every tenth of the run)
-MAX_POSITIONS = 130  # 128 tokens + the pad offset of 2 (the tiny preset's position table)
+MAX_POSITIONS = 130  # 128 tokens + the pad offset of 2: the demo's position table, whatever the preset
 
 
 def read_documents(paths: list[str], limit_lines: int = 20000) -> list[str]:
@@ -62,6 +63,16 @@ def mask_tokens(
     return inputs, labels
 
 
+def hf_shape(config: DeltaLMConfig) -> dict[str, int]:
+    """The ``XLMRobertaConfig`` width, heads, FFN and layer fields of a DeltaLM config's encoder."""
+    return {
+        "hidden_size": config.d_model,
+        "num_attention_heads": config.heads,
+        "intermediate_size": config.ffn,
+        "num_hidden_layers": config.encoder_layers,
+    }
+
+
 def train_encoder(
     spm: str,
     inputs: list[str],
@@ -69,7 +80,7 @@ def train_encoder(
     steps: int,
     seed: int = 0,
     batch_size: int = 16,
-    shape: dict | None = None,
+    model: str = "tiny",
 ) -> dict:
     from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
@@ -86,7 +97,7 @@ def train_encoder(
         hidden_dropout_prob=0.1,
         attention_probs_dropout_prob=0.0,
         layer_norm_eps=1e-5,  # XLM-R's and DeltaLM's (transformers' default is 1e-12)
-        **(shape or SHAPE),
+        **hf_shape(DeltaLMConfig.preset(model)),
     )
     model = XLMRobertaForMaskedLM(config)
     data = pack(vocab, read_documents(inputs), MAX_POSITIONS - 2)
@@ -136,20 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--hidden-size", type=int, default=SHAPE["hidden_size"])
-    parser.add_argument("--heads", type=int, default=SHAPE["num_attention_heads"])
-    parser.add_argument("--ffn", type=int, default=SHAPE["intermediate_size"])
-    parser.add_argument("--layers", type=int, default=SHAPE["num_hidden_layers"])
+    parser.add_argument(
+        "--model",
+        choices=list(MODEL_PRESETS),
+        default="tiny",
+        help="the DeltaLM model preset whose encoder shape to train",
+    )
     parser.add_argument("inputs", nargs="+")
     args = parser.parse_args(argv)
-    shape = {
-        "hidden_size": args.hidden_size,
-        "num_attention_heads": args.heads,
-        "intermediate_size": args.ffn,
-        "num_hidden_layers": args.layers,
-    }
     try:
-        summary = train_encoder(args.spm, args.inputs, Path(args.out), args.steps, args.seed, shape=shape)
+        summary = train_encoder(
+            args.spm, args.inputs, Path(args.out), args.steps, args.seed, model=args.model
+        )
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -12,11 +12,12 @@ and everything after it):
 
 1. ``spm``: SentencePiece model on the monolingual sample (``python -m data_prep train-spm``);
 2. ``data``: ``python -m data_prep mono`` per language and ``parallel`` per pair into one dataset directory;
-3. ``encoder``: a tiny XLM-R-shaped encoder made by a short masked-LM pre-training of
-   ``transformers.XLMRobertaForMaskedLM`` on the same monolingual text (:mod:`demo.encoder`), saved as an
-   HF directory — the stand-in for InfoXLM;
-4. ``pretrain``: ``pretrain/train.py --preset tiny`` initialized from it (``init.kind=xlmr``), both objectives
-   (span corruption and translation span corruption);
+3. ``encoder``: an XLM-R-shaped encoder of the budget's model preset (``tiny`` for smoke, ``small`` otherwise)
+   made by a short masked-LM pre-training of ``transformers.XLMRobertaForMaskedLM`` on the same monolingual
+   text (:mod:`demo.encoder`), saved as an HF directory — the stand-in for InfoXLM;
+4. ``pretrain``: ``pretrain/train.py --preset tiny --set model.preset=<the budget's>`` (the CPU-sized run
+   settings) initialized from it (``init.kind=xlmr``), both objectives (span corruption and translation span
+   corruption);
 5. ``export``: ``python -m deltalm.export --verify`` of the newest committed checkpoint (safetensors);
 6. ``finetune``: ``finetune/train.py`` on En→De and En→Fr (``init.kind=pretrained`` from the export) and, side by
    side, the control: the same command with ``init.kind=random`` (random init, same shape, data, steps and seed;
@@ -69,30 +70,27 @@ class Budget:
     finetune_steps: int
     validate_every: int
     test_lines: int  # 0 = the whole held-out test split
-    beam: int
+    beam_size: int
     valid_examples: int  # validation sentences generated per pair during fine-tuning
     finetune_pairs: int = 0  # training pairs per direction for fine-tuning (0 = the whole train split)
-    d_model: int = 64  # the encoder (and so DeltaLM) width; the tiny pre-training preset's shape by default
-    heads: int = 4
-    ffn: int = 128
-    layers: int = 2  # encoder layers; DeltaLM gets as many encoder layers and layers // 2 decoder blocks
+    model: str = "tiny"  # the model preset (deltalm/model/config.py) of the encoder and so of DeltaLM
 
 
 ALL_MONO = ("en", "de", "fr", "es", "zh", "hi")
 BUDGETS = {
     "smoke": Budget(
         "smoke", mono_langs=("en", "de"), pairs=("de",), spm_vocab=600, spm_sentences=4000, encoder_steps=4,
-        pretrain_steps=4, finetune_steps=4, validate_every=4, test_lines=8, beam=2, valid_examples=8,
+        pretrain_steps=4, finetune_steps=4, validate_every=4, test_lines=8, beam_size=2, valid_examples=8,
     ),
     "small": Budget(
         "small", mono_langs=ALL_MONO, pairs=("de", "fr"), spm_vocab=2000, spm_sentences=20000, encoder_steps=1000,
-        pretrain_steps=2000, finetune_steps=1000, validate_every=250, test_lines=0, beam=5, valid_examples=100,
-        finetune_pairs=2000, d_model=128, heads=4, ffn=512, layers=4,
+        pretrain_steps=2000, finetune_steps=1000, validate_every=250, test_lines=0, beam_size=5, valid_examples=100,
+        finetune_pairs=2000, model="small",
     ),
     "full": Budget(
         "full", mono_langs=ALL_MONO, pairs=("de", "fr"), spm_vocab=4000, spm_sentences=100000, encoder_steps=1500,
-        pretrain_steps=2000, finetune_steps=3000, validate_every=500, test_lines=0, beam=5, valid_examples=300,
-        d_model=128, heads=4, ffn=512, layers=4,
+        pretrain_steps=2000, finetune_steps=3000, validate_every=500, test_lines=0, beam_size=5, valid_examples=300,
+        model="small",
     ),
 }  # fmt: skip
 
@@ -132,7 +130,7 @@ class Demo:
         accelerator = os.environ.get("DS_ACCELERATOR", "") or self._accelerator()
         self.env = {"DS_ACCELERATOR": accelerator}
         if accelerator == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-            # a tiny model gains nothing from a second thread, and on a busy machine OpenMP's spin-waiting
+            # a model this small gains nothing from a second thread, and on a busy machine OpenMP's spin-waiting
             # burns the CPU time (measured: 40 pre-training steps 65 CPU-s with 2 threads, 0.7 CPU-s with 1)
             self.env["OMP_NUM_THREADS"] = "1"
 
@@ -274,18 +272,18 @@ class Demo:
         b = self.budget
         self._title(
             number,
-            f"tiny XLM-R encoder: masked-LM pre-training, {b.encoder_steps} steps (stand-in for InfoXLM)",
+            f"XLM-R encoder ({b.model} preset): masked-LM pre-training, {b.encoder_steps} steps (stand-in for InfoXLM)",
         )
         out = self.stage_dir("encoder") / "xlmr"
         cmd = [self.python, "-m", "demo.encoder", "--spm", str(self.spm_model), "--out", str(out)]
-        cmd += ["--steps", str(b.encoder_steps), "--hidden-size", str(b.d_model), "--heads", str(b.heads)]
-        cmd += ["--ffn", str(b.ffn), "--layers", str(b.layers)]
+        cmd += ["--steps", str(b.encoder_steps), "--model", b.model]
         cmd += [str(CORPUS / "mono" / f"{lang}.txt.gz") for lang in b.mono_langs]
         run_command(cmd, self.log("encoder"))
         return json.loads((out / "mlm_training.json").read_text(encoding="utf-8"))
 
     def stage_pretrain(self, number: int) -> dict:
         from deltalm.vocabulary import Vocabulary
+        from demo.encoder import MAX_POSITIONS
 
         b = self.budget
         self._title(
@@ -299,11 +297,8 @@ class Demo:
             "run.max_steps": b.pretrain_steps,
             "run.log_every": max(1, b.pretrain_steps // 10),
             "model.vocab_size": vocab.pretrain_size,
-            "model.d_model": b.d_model,
-            "model.heads": b.heads,
-            "model.ffn": b.ffn,
-            "model.encoder_layers": b.layers,
-            "model.decoder_blocks": b.layers // 2,
+            "model.preset": b.model,
+            "model.max_positions": MAX_POSITIONS,  # the encoder's table (128 tokens)
             "init.kind": "xlmr",
             "init.path": self.stage_dir("encoder") / "xlmr",
             "data.data_dirs": f"[{self.dataset}]",
@@ -378,13 +373,13 @@ class Demo:
                 "name": "translation",
                 "spm_model": str(self.spm_model),
                 **self._task_files(),
-                # the tiny preset's position table holds 128 tokens (finetune's defaults are 256)
+                # the demo's position table holds 128 tokens (finetune's defaults are 256)
                 "max_source_length": 128,
                 "max_target_length": 128,
                 "validate_every": b.validate_every,
                 "valid_max_examples": b.valid_examples,
                 "average_last": 3,
-                "beam_size": b.beam,
+                "beam_size": b.beam_size,
             },
         }
         path = self.stage_dir("finetune") / "finetune.yaml"
@@ -446,7 +441,7 @@ class Demo:
 
         self._title(
             number,
-            f"sacreBLEU on the held-out test split (beam {self.budget.beam}), pre-trained and random init",
+            f"sacreBLEU on the held-out test split (beam {self.budget.beam_size}), pre-trained and random init",
         )
         config = self.stage_dir("finetune") / "finetune.yaml"
         models = {}

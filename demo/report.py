@@ -76,7 +76,7 @@ def plot(
     curves: dict[str, tuple[list[int], list[float]]],
     valid: list[dict],
     results: list[dict],
-    beam: int,
+    beam_size: int,
     valid_note: str,
     control: tuple[list[int], list[float]] = ([], []),
     control_bleu: dict[str, float] | None = None,
@@ -144,7 +144,7 @@ def plot(
     bars.set_xticks(positions, labels)
     bars.set_ylim(0, max([1.0, *values, *[v for v in control_values if v == v]]) * 1.2)
     bars.set_ylabel("sacreBLEU (13a, detokenized)")
-    bars.set_title(f"held-out test, beam {beam}")
+    bars.set_title(f"held-out test, beam {beam_size}")
     fig.tight_layout()
     path = run_dir / "report.png"
     fig.savefig(path, dpi=100)
@@ -190,13 +190,21 @@ def best_validation(valid: list[dict]) -> str:
     return f"; best validation BLEU {value:.2f} (mean over pairs) at step {step}"
 
 
+def model_shape(preset: str) -> str:
+    """``"d 128, 4 + 2 layers"``: the width and encoder + decoder layers of a model preset."""
+    from deltalm.model.config import DeltaLMConfig
+
+    config = DeltaLMConfig.preset(preset)
+    return f"d {config.d_model}, {config.encoder_layers} + {config.decoder_blocks} layers"
+
+
 def bleu_verdict(bleu: dict[str, float], budget: dict) -> str:
     """One sentence that says what the measured test BLEU means, true to the numbers."""
     if not bleu:
         return "No test BLEU was measured."
     measured = ", ".join(f"{pair} {value:.2f}" for pair, value in bleu.items())
     scale = (
-        f"a d-{budget.get('d_model', 64)}, {budget.get('layers', 2)}-layer model trained for "
+        f"a model of {model_shape(budget['model'])} trained for "
         f"{budget['pretrain_steps']} + {budget['finetune_steps']} steps from a home-made encoder"
     )
     if max(bleu.values()) < 1.0:
@@ -231,9 +239,9 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         "DeltaLM pre-training\n(span corruption + translation span corruption)": _series(pretrain),
         "fine-tuning En→X\n(training per step; validation dashed)": _series(finetune),
     }
-    valid_note = f"first {budget['valid_examples']} validation sentences per pair, beam {budget['beam']}"
+    valid_note = f"first {budget['valid_examples']} validation sentences per pair, beam {budget['beam_size']}"
     control_bleu = {row["pair"]: row["random"] for row in comparison}
-    png = plot(run_dir, curves, valid, results["results"], budget["beam"], valid_note, _series(finetune_random),
+    png = plot(run_dir, curves, valid, results["results"], budget["beam_size"], valid_note, _series(finetune_random),
                control_bleu)  # fmt: skip
 
     def first_last(records: list[dict]) -> str:
@@ -254,7 +262,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         "## What ran",
         "",
         f"- SentencePiece: {budget['spm_vocab']} pieces on mono {', '.join(budget['mono_langs'])}.",
-        f"- Encoder: a tiny XLM-R (d {budget.get('d_model', 64)}, {budget.get('layers', 2)} layers) trained with masked-LM for {budget['encoder_steps']} steps "
+        f"- Encoder: an XLM-R of the `{budget['model']}` preset ({model_shape(budget['model'])}) trained with masked-LM for {budget['encoder_steps']} steps "
         f"on the same text (MLM loss {encoder.get('first_loss', 'n/a')} → "
         f"{encoder['last_loss']:.3f}). This stands in for InfoXLM, which cannot be downloaded here."
         if encoder.get("last_loss") is not None
@@ -272,7 +280,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
         + f": loss {first_last(finetune)}; {len(valid)} validations ({valid_note}){best_validation(valid)}. "
         "The control, the same fine-tuning from random init (`init.kind=random`, same shape, data, steps, schedule "
         f"and seed): loss {first_last(finetune_random)}.",
-        f"- Evaluation: sacreBLEU (13a, detokenized, case-sensitive) on the held-out test split, beam {budget['beam']}"
+        f"- Evaluation: sacreBLEU (13a, detokenized, case-sensitive) on the held-out test split, beam {budget['beam_size']}"
         + (f", first {budget['test_lines']} lines per pair." if budget["test_lines"] else "."),
         "",
         "## BLEU",

@@ -6,7 +6,7 @@ Presets in code (``--preset NAME`` or a top-level ``preset:`` in the YAML; the f
   β=(0.9, 0.999), linear warm-up 10,000 steps then linear decay to 0 at 600,000, 2,048 samples a step,
   gradient norm clipped to 1.0, input length 512, bf16 ZeRO-1 (``ds_configs/gpu.json``). The paper does not state the peak learning
   rate; we use 1e-4 (fairseq's and mT6's usual value for a pretrained-encoder init).
-- ``tiny``: a CPU-sized model on the bundled sample corpus (the demo and the tests).
+- ``tiny``: the ``tiny`` model preset on the bundled sample corpus, CPU-sized (the demo and the tests).
 """
 
 from __future__ import annotations
@@ -53,15 +53,7 @@ PRESETS: dict[str, dict] = {
     },
     "tiny": {
         "run": {"run_dir": "runs/pretrain-tiny", "max_steps": 40, "log_every": 5},
-        "model": {
-            "preset": "tiny",
-            "d_model": 64,
-            "heads": 4,
-            "ffn": 128,
-            "encoder_layers": 2,
-            "decoder_blocks": 1,
-            "max_positions": 130,
-        },
+        "model": {"preset": "tiny", "max_positions": 130},  # 128-token inputs
         "optimizer": {"lr": 1e-3},
         "schedule": {"kind": "linear", "warmup_steps": 5},
         "batch": {"global_batch_size": 8, "micro_batch_size": 4},

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from deltalm.config_tree import ConfigError
 from deltalm.engine.config import InitConfig
-from deltalm.model.config import DeltaLMConfig
+from deltalm.model.config import MODEL_PRESETS, DeltaLMConfig
 from deltalm.vocabulary import Vocabulary
 
 ARCHITECTURE_FIELDS = (
@@ -170,7 +170,7 @@ def build_model(
         if not stated and given is not None:
             raise ConfigError(
                 "init.kind=random builds the model the config describes, but it states no model shape: "
-                "set model.preset (tiny, base or large) or the model.* fields"
+                f"set model.preset ({', '.join(MODEL_PRESETS)}) or the model.* fields"
             )
         return DeltaLM(config.replace(vocab_size=vocab.size) if vocab is not None else config)
     try:

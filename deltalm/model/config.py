@@ -1,4 +1,4 @@
-"""DeltaLMConfig: every dimension of the model, with presets in code (tiny, base, large)."""
+"""DeltaLMConfig: every dimension of the model, with presets in code (tiny, small, base, large)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,26 @@ from deltalm.config_tree import ConfigError, from_dict, to_dict
 from deltalm.vocabulary import EOS_ID, PAD_ID, XLMR_SPM_SIZE, Vocabulary
 
 XLMR_VOCAB = Vocabulary(XLMR_SPM_SIZE).pretrain_size  # 250,104 rows in the released checkpoints
+
+
+# Model shapes by name; every other place that needs a shape names one of these. The tiny and small vocabulary
+# sizes are placeholders: a run sets model.vocab_size to its SentencePiece model's (and may shorten the position
+# table, model.max_positions, as the CPU runs do).
+MODEL_PRESETS: dict[str, dict] = {
+    # tiny: the tests, CI, `pretrain/train.py --preset tiny` and the demo's smoke budget.
+    "tiny": dict(vocab_size=8104, d_model=64, heads=4, ffn=128, encoder_layers=2, decoder_blocks=1),
+    # small: the demo's default model and the CPU benchmarks' smallest recorded shape.
+    "small": dict(vocab_size=8104, d_model=128, heads=4, ffn=512, encoder_layers=4, decoder_blocks=2),
+    "base": dict(d_model=768, heads=12, ffn=3072, encoder_layers=12, decoder_blocks=6),
+    "large": dict(
+        d_model=1024,
+        heads=16,
+        ffn=4096,
+        encoder_layers=24,
+        decoder_blocks=12,
+        embedding_layer_norm=False,
+    ),
+}
 
 
 @dataclass
@@ -52,22 +72,14 @@ class DeltaLMConfig:
     # ------------------------------------------------------------------ presets
     @classmethod
     def preset(cls, name: str, **overrides) -> DeltaLMConfig:
-        presets = {
-            # tiny: tests, the CPU demo, CI; the vocabulary is the demo SentencePiece model's (override it).
-            "tiny": dict(vocab_size=8104, d_model=128, heads=4, ffn=512, encoder_layers=4, decoder_blocks=2),
-            "base": dict(d_model=768, heads=12, ffn=3072, encoder_layers=12, decoder_blocks=6),
-            "large": dict(
-                d_model=1024,
-                heads=16,
-                ffn=4096,
-                encoder_layers=24,
-                decoder_blocks=12,
-                embedding_layer_norm=False,
-            ),
-        }
-        if name not in presets:
-            raise ConfigError(f"unknown model preset {name!r} (known: {', '.join(presets)})")
-        data = {**presets[name], **overrides}
+        """The named preset of :data:`MODEL_PRESETS` with ``overrides`` applied; validated.
+
+        Raises:
+            ConfigError: an unknown name or an invalid field.
+        """
+        if name not in MODEL_PRESETS:
+            raise ConfigError(f"unknown model preset {name!r} (known: {', '.join(MODEL_PRESETS)})")
+        data = {**MODEL_PRESETS[name], **overrides}
         config = from_dict(cls, data, prefix="model")
         config.validate()
         return config

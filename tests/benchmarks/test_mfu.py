@@ -110,9 +110,9 @@ def test_fp16_dynamic_loss_scaling_runs_a_few_steps():
 
 @pytest.mark.gpu
 def test_fp16_loss_scale_is_stable_over_a_hundred_steps():
-    """GPU only: 100 fp16 steps of the tiny preset stay finite (skips only while the loss scale settles)."""
+    """GPU only: 100 fp16 steps of the small preset stay finite (skips only while the loss scale settles)."""
     args = mfu.build_parser().parse_args(
-        ["--preset", "tiny", "--shapes", "span", "--micro-batch", "8", "--steps", "100", "--warmup", "0"]
+        ["--preset", "small", "--shapes", "span", "--micro-batch", "8", "--steps", "100", "--warmup", "0"]
     )
     args.peer = "none"
     args.precision = "fp16"

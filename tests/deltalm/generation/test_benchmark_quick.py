@@ -26,8 +26,8 @@ def test_quick_benchmark_checks_pass(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_matched_bart_layers_follow_matmul_work() -> None:
     # ffn = 4d: a DeltaLM block is 22 d^2 of matmuls per token, a BART layer 14 d^2
-    assert bench.matched_bart_layers(bench.SETTINGS["small"]) == round(3 * 22 / 14)
-    assert bench.matched_bart_layers(bench.SETTINGS["tiny"]) == round(2 * 22 / 14)
+    assert bench.matched_bart_layers(bench.SETTINGS["wide"]) == round(3 * 22 / 14)
+    assert bench.matched_bart_layers(bench.SETTINGS["small"]) == round(2 * 22 / 14)
 
 
 def test_bad_option_is_a_clear_error(capsys: pytest.CaptureFixture) -> None:

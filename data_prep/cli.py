@@ -289,7 +289,8 @@ def run_train_spm(args: argparse.Namespace) -> int:
     model = str(summary.model)
     print(f"wrote {model} and {model[: -len('.model')]}.vocab")
     print(
-        f"train-spm: {summary.sentences:,} sentences; skipped: {describe_counts(summary.skipped) or 'none'}"
+        f"train-spm: {summary.sentences:,} sentences ({summary.sampled:,} sampled for training); "
+        f"skipped: {describe_counts(summary.skipped) or 'none'}"
     )
     shares = ", ".join(f"{label} {share:.1%}" for label, (share, _) in summary.byte_share.items())
     print(f"train-spm: byte-fallback pieces per input: {shares}")

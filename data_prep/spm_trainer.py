@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ class SpmSummary:
 
     model: Path
     sentences: int = 0
+    sampled: int = 0  # sentences SentencePiece trained on (a seeded uniform sample when there are more)
     skipped: dict[str, int] = field(default_factory=dict)
     byte_share: dict[str, tuple[float, int]] = field(default_factory=dict)  # label → (share, tokens encoded)
 
@@ -108,6 +110,10 @@ def train_spm(
 
     Lines up to ``max_line_bytes`` (data_prep's own line limit; SentencePiece's limit is raised to it, so the
     trainer drops nothing silently) are training text; longer ones are counted in the summary's ``skipped``.
+    When the inputs hold more than ``input_sentence_size`` sentences, a uniform sample of that many is drawn
+    here (reservoir sampling, ``random.Random(seed)``) and written in input order; SentencePiece's own shuffle is
+    off because it is not reproducible across processes (measured: two processes with the same seed trained
+    different pieces). Same inputs and seed, same pieces.
     After training, the share of byte-fallback pieces is measured per input label on up to 20,000 sentences.
     """
     import sentencepiece as spm
@@ -133,19 +139,32 @@ def train_spm(
         raise describe_os_error(exc, f"cannot create {tmp}") from None
     try:
         text = tmp / "sentences.txt"
-        try:
-            with open(text, "w", encoding="utf-8", newline="\n") as handle:
-                for path in paths:
-                    for label, sentence in _sentences(path, max_line_bytes, summary):
-                        handle.write(sentence.replace("\n", " ") + "\n")
-                        summary.sentences += 1
-                        bucket = samples.setdefault(label, [])
-                        if len(bucket) < SHARE_SAMPLE:
-                            bucket.append(sentence)
-        except OSError as exc:
-            raise describe_os_error(exc, f"cannot write training text in {tmp}") from None
+        capacity = input_sentence_size or DEFAULTS["input_sentence_size"]
+        reservoir: list[tuple[int, str]] = []  # (input position, sentence); Algorithm R
+        rng = random.Random(seed)
+        for path in paths:
+            for label, sentence in _sentences(path, max_line_bytes, summary):
+                position = summary.sentences
+                summary.sentences += 1
+                if position < capacity:
+                    reservoir.append((position, sentence))
+                else:
+                    slot = rng.randrange(position + 1)
+                    if slot < capacity:
+                        reservoir[slot] = (position, sentence)
+                bucket = samples.setdefault(label, [])
+                if len(bucket) < SHARE_SAMPLE:
+                    bucket.append(sentence)
         if summary.sentences == 0:
             raise DataPrepError("train-spm: the inputs hold no text")
+        reservoir.sort()
+        summary.sampled = len(reservoir)
+        try:
+            with open(text, "w", encoding="utf-8", newline="\n") as handle:
+                handle.writelines(sentence.replace("\n", " ") + "\n" for _, sentence in reservoir)
+        except OSError as exc:
+            raise describe_os_error(exc, f"cannot write training text in {tmp}") from None
+        del reservoir
         prefix = tmp / "model"
         spm.set_random_generator_seed(seed)
         try:
@@ -156,8 +175,8 @@ def train_spm(
                 model_type=DEFAULTS["model_type"],
                 character_coverage=character_coverage,
                 byte_fallback=DEFAULTS["byte_fallback"],
-                input_sentence_size=input_sentence_size or DEFAULTS["input_sentence_size"],
-                shuffle_input_sentence=True,
+                input_sentence_size=0,  # every line of the file: the sample drawn above
+                shuffle_input_sentence=False,
                 max_sentence_length=max_line_bytes + 1,  # every line written passed our own limit
                 unk_id=0,
                 bos_id=1,

@@ -7,7 +7,7 @@ import sentencepiece as spm
 
 from deltalm.vocabulary import EOS_ID, UNK_ID, Vocabulary
 
-from .conftest import SAMPLE, run_cli
+from .conftest import SAMPLE, run_cli, run_subprocess
 
 
 def test_model_fits_the_vocabulary_contract(spm_model):
@@ -23,13 +23,21 @@ def test_model_fits_the_vocabulary_contract(spm_model):
 
 
 def test_same_command_same_model(spm_model, tmp_path):
-    rc, _, err = run_cli(
-        "train-spm", "--vocab-size", "512", "--input-sentence-size", "8000", "--output", tmp_path / "again",
-        SAMPLE / "mono" / "en.txt.gz", SAMPLE / "mono" / "de.txt.gz", SAMPLE / "parallel" / "valid.en-de.jsonl.gz",
-    )  # fmt: skip
-    assert rc == 0, err
-    assert (tmp_path / "again.vocab").read_bytes() == spm_model.with_suffix(".vocab").read_bytes()
-    assert not (tmp_path / "again.train-tmp").exists()
+    """Another process, the same pieces: the sample is drawn with a seeded RNG, not SentencePiece's shuffle
+    (which differs from process to process with the same seed). The inputs hold more sentences than the sample."""
+    inputs = [
+        SAMPLE / "mono" / "en.txt.gz",
+        SAMPLE / "mono" / "de.txt.gz",
+        SAMPLE / "parallel" / "valid.en-de.jsonl.gz",
+    ]
+    for name in ("again", "third"):
+        done = run_subprocess(
+            "train-spm", "--vocab-size", "512", "--input-sentence-size", "8000", "--output", tmp_path / name, *inputs
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / f"{name}.vocab").read_bytes() == spm_model.with_suffix(".vocab").read_bytes()
+        assert not (tmp_path / f"{name}.train-tmp").exists()
+    assert "(8,000 sampled for training)" in done.stdout
 
 
 def test_missing_input_is_one_line(tmp_path):
@@ -80,7 +88,7 @@ def test_bom_crlf_and_bad_lines_in_training_text(tmp_path):
     )
     rc, out, err = run_cli("train-spm", "--vocab-size", "268", "--output", tmp_path / "m", text)
     assert rc == 0, err
-    assert "train-spm: 51 sentences; skipped: 1 invalid_utf8, 1 nul_byte" in out
+    assert "train-spm: 51 sentences (51 sampled for training); skipped: 1 invalid_utf8, 1 nul_byte" in out
     proc = spm.SentencePieceProcessor(model_file=str(tmp_path / "m.model"))
     assert all("\ufeff" not in proc.IdToPiece(i) and "\r" not in proc.IdToPiece(i) for i in range(268))
 

@@ -39,9 +39,9 @@ setup_env() {
   # The project itself, editable (this checkout), so that entry points and `python -m` work from anywhere.
   local here; here="$(pwd -P)"
   if ! (cd / && "$here/.venv/bin/python" -c "
-import os, sys, deltalm, demo
+import os, sys, benchmarks, deltalm, demo
 sys.exit(any(os.path.realpath(os.path.dirname(m.__file__)) != os.path.realpath(os.path.join('$here', m.__name__))
-             for m in (deltalm, demo)))
+             for m in (benchmarks, deltalm, demo)))
 ") 2>/dev/null; then
     echo "[setup] installing this checkout into .venv (editable)" >&2
     .venv/bin/python -c "import setuptools" 2>/dev/null || .venv/bin/python -m pip install -q "setuptools>=64"

@@ -42,7 +42,12 @@ def main() -> int:
     parser.add_argument("--world", type=int, default=2)
     parser.add_argument("--stage", type=int, default=2)
     args = parser.parse_args()
-    from tests.deltalm.engine import ranks
+    try:  # the multi-rank launcher and training script of the export tests
+        from tests.deltalm.engine import ranks
+    except ModuleNotFoundError:
+        raise SystemExit(
+            "error: run this benchmark from the repository root: python -m benchmarks.export"
+        ) from None
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

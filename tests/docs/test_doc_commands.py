@@ -248,6 +248,7 @@ def sandbox(tmp_path_factory, smoke_demo) -> Path:
     root = tmp_path_factory.mktemp("docs") / "checkout"
     root.mkdir()
     for name in (
+        "benchmarks",
         "data_prep",
         "deltalm",
         "demo",

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.export [--d-model 512] [--layers 6] [--vocab 32000] [--world 2] [--stage 2]
 
-Trains a model of the given size for 2 steps through the engine (tests/deltalm/export/train_runs.py, CPU ranks), then runs
+Trains a model of the given size for 2 steps through the engine (benchmarks/checkpoint_runs.py, CPU ranks), then runs
 each consolidation in a fresh process and reads its peak RSS from ``wait4``: (a) a process that only imports what
 the export imports (baseline), (b) ``python -m deltalm.export`` (safetensors, fp32), (c) DeepSpeed's
 ``get_fp32_state_dict_from_zero_checkpoint`` + ``safetensors.save_file``. Prints a markdown table.
@@ -42,12 +42,7 @@ def main() -> int:
     parser.add_argument("--world", type=int, default=2)
     parser.add_argument("--stage", type=int, default=2)
     args = parser.parse_args()
-    try:  # the multi-rank launcher and training script of the export tests
-        from tests.deltalm.engine import ranks
-    except ModuleNotFoundError:
-        raise SystemExit(
-            "error: run this benchmark from the repository root: python -m benchmarks.export"
-        ) from None
+    from benchmarks import rank_launcher
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -56,10 +51,9 @@ def main() -> int:
             f"model.encoder_layers={args.layers}", f"model.decoder_blocks={args.layers // 2}",
             f"model.vocab_size={args.vocab}",
         ]  # fmt: skip
-        script = REPO / "tests" / "deltalm" / "export" / "train_runs.py"
-        results = ranks.run(
-            args.world, [str(tmp), f"{args.stage}:fp32", *overrides], timeout=1800, script=script
-        )
+        script = REPO / "benchmarks" / "checkpoint_runs.py"
+        args_of_run = [str(tmp), f"{args.stage}:fp32", *overrides]
+        results = rank_launcher.run(args.world, script, args_of_run, timeout=1800)
         for rc, _out, err in results:
             if rc:
                 raise SystemExit(err[-3000:])

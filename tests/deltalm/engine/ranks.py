@@ -1,72 +1,30 @@
-"""Test helper: start N CPU ranks of a script the way the deepspeed launcher does (RANK/WORLD_SIZE env)."""
+"""Test helper: N CPU ranks of the synthetic training driver (or another script) through
+:mod:`benchmarks.rank_launcher`, or under ``mpirun``."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from benchmarks import rank_launcher
+from benchmarks.rank_launcher import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 DRIVER = Path(__file__).with_name("synthetic_train.py")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def rank_env(rank: int, world: int, port: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "SLURM_", "PMIX_"))}
-    env.update(
-        DS_ACCELERATOR="cpu",
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        OMP_NUM_THREADS="1",
-        MKL_CBWR="AUTO,STRICT",  # MKL results otherwise depend on memory alignment: bit-exact resume needs it
-        PYTHONPATH=str(REPO),
-    )
-    return env
-
-
 def start(
     world: int, args: list[str], script: Path = DRIVER, extra_env: dict | None = None
 ) -> list[subprocess.Popen]:
-    port = free_port()
-    return [
-        subprocess.Popen(
-            [sys.executable, str(script), *args],
-            env={**rank_env(r, world, port), **(extra_env or {})},
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in range(world)
-    ]
-
-
-def wait(procs: list[subprocess.Popen], timeout: float = 240) -> list[tuple[int, str, str]]:
-    out = []
-    for proc in procs:
-        try:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            stdout, stderr = proc.communicate()
-        out.append((proc.returncode, stdout, stderr))
-    return out
+    return rank_launcher.start(world, script, args, extra_env)
 
 
 def run(
     world: int, args: list[str], timeout: float = 240, script: Path = DRIVER, extra_env: dict | None = None
 ) -> list[tuple[int, str, str]]:
-    return wait(start(world, args, script, extra_env), timeout)
+    return rank_launcher.run(world, script, args, timeout, extra_env)
 
 
 def mpirun(world: int, args: list[str], timeout: float = 240, script: Path = DRIVER) -> tuple[int, str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.deltalm.engine import ranks
 
 REPO = Path(__file__).resolve().parents[3]
-DRIVER = Path(__file__).with_name("train_runs.py")
+DRIVER = REPO / "benchmarks" / "checkpoint_runs.py"
 SAMPLE = REPO / "data_prep" / "sample_corpus" / "mono"
 SPM_PIECES = 396  # + specials, mask, reserved and 100 sentinels = the driver's vocab_size of 500
 

@@ -1,7 +1,7 @@
 """Export from real engine checkpoints (1 and 2 ranks, ZeRO 1/2/3, fp32 and bf16 training).
 
 The ground truth is DeepSpeed's own fp32 master weights read from the live engine after training
-(``reference_fp32.safetensors``, tests/deltalm/export/train_runs.py). Two launches (one per world size) produce all six
+(``reference_fp32.safetensors``, benchmarks/checkpoint_runs.py). Two launches (one per world size) produce all six
 runs; every test reuses them.
 """
 

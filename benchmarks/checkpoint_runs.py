@@ -1,12 +1,13 @@
-"""Test driver: several tiny engine runs (one per ZeRO stage / precision) in one launch, plus a reference.
+"""Checkpoint driver: several small engine runs (one per ZeRO stage / precision) in one launch, plus a reference.
 
-    python tests/deltalm/export/train_runs.py OUT_DIR STAGE:PRECISION [STAGE:PRECISION ...] [key=value ...]
+    python benchmarks/checkpoint_runs.py OUT_DIR STAGE:PRECISION [STAGE:PRECISION ...] [key=value ...]
 
 Each run trains the engine's Trainer for 2 steps on synthetic batches into ``OUT_DIR/z<STAGE>_<PRECISION>`` and
 then writes ``reference_fp32.safetensors``: DeepSpeed's own fp32 master weights read through
 ``deepspeed.utils.safe_get_full_fp32_param`` from the live engine, the ground truth the export must equal.
-Started once per world size (RANK/WORLD_SIZE from the environment, tests/deltalm/engine/ranks.py). ``key=value``
-arguments override the config (``model.d_model=512``: benchmarks/export.py uses a bigger model).
+Started once per world size (RANK/WORLD_SIZE from the environment, :mod:`benchmarks.rank_launcher`); the export
+tests and ``benchmarks/export.py`` use it. ``key=value`` arguments override the config (``model.d_model=512``:
+benchmarks/export.py uses a bigger model).
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-
-from benchmarks.synthetic_batches import SyntheticBatches, SyntheticDataConfig  # noqa: E402
-from deltalm.engine.config import TrainingConfig, build_config  # noqa: E402
-from deltalm.engine.distributed import discover, init_process_group, shutdown  # noqa: E402
-from deltalm.engine.trainer import Trainer  # noqa: E402
+from benchmarks.synthetic_batches import SyntheticBatches, SyntheticDataConfig
+from deltalm.engine.config import TrainingConfig, build_config
+from deltalm.engine.distributed import discover, init_process_group, shutdown
+from deltalm.engine.trainer import Trainer
 
 CONFIG = {
     "run": {"seed": 3, "max_steps": 2},

@@ -102,6 +102,19 @@ def _windows(stream: list[int], raw: int, limit: int) -> np.ndarray:
     return np.asarray(stream[: rows * raw], dtype=np.int64).reshape(rows, raw)
 
 
+def _corrupted_batches(
+    rows: np.ndarray, rng: np.random.Generator, noise: float, vocab: Vocabulary
+) -> list[dict[str, torch.Tensor]]:
+    """Span corruption (mean span 3) of ``rows``, 16 rows a model batch."""
+    batches = []
+    for start in range(0, len(rows), 16):
+        inputs, targets = span_corruption_batch(
+            rows[start : start + 16], rng, noise, 3.0, first_sentinel=vocab.first_sentinel, eos=EOS_ID
+        )
+        batches.append(model_batch(inputs, targets, EOS_ID))
+    return batches
+
+
 def span_corruption_batches(
     vocab: Vocabulary, lines_by_lang: dict[str, list[str]], input_length: int, windows: int, seed: int = 7
 ) -> list[dict[str, torch.Tensor]]:
@@ -113,12 +126,7 @@ def span_corruption_batches(
         stream: list[int] = []
         for ids in vocab.encode_batch(lines_by_lang[lang]):
             stream += [*ids.tolist(), EOS_ID]
-        rows = _windows(stream, raw, windows)
-        for start in range(0, len(rows), 16):
-            inputs, targets = span_corruption_batch(
-                rows[start : start + 16], rng, 0.15, 3.0, first_sentinel=vocab.first_sentinel, eos=EOS_ID
-            )
-            batches.append(model_batch(inputs, targets, EOS_ID))
+        batches += _corrupted_batches(_windows(stream, raw, windows), rng, 0.15, vocab)
     return batches
 
 
@@ -140,12 +148,7 @@ def translation_span_batches(
         stream: list[int] = []
         for s, t in zip(src_ids, tgt_ids, strict=True):
             stream += [*translation_pair(s, t, EOS_ID).tolist(), EOS_ID]
-        rows = _windows(stream, raw, windows)
-        for start in range(0, len(rows), 16):
-            inputs, targets = span_corruption_batch(
-                rows[start : start + 16], rng, 0.5, 3.0, first_sentinel=vocab.first_sentinel, eos=EOS_ID
-            )
-            batches.append(model_batch(inputs, targets, EOS_ID))
+        batches += _corrupted_batches(_windows(stream, raw, windows), rng, 0.5, vocab)
     return batches
 
 

@@ -53,8 +53,8 @@ def test_the_rule_sees_function_local_imports(tmp_path):
 
 
 def test_the_installed_project_needs_no_sys_path_edits():
-    """``launch.sh --setup`` installs the checkout (editable): no product module and no benchmark (run as
-    ``python -m benchmarks.NAME`` from the repository root) edits ``sys.path``."""
+    """``launch.sh --setup`` installs the checkout, benchmarks included (editable): no product module and no
+    benchmark edits ``sys.path``."""
     edits = [
         f"{path.relative_to(ROOT)}"
         for package in ALLOWED

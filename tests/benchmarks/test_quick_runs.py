@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -44,3 +45,18 @@ def test_quick_run_prints_its_table_and_floors(name: str, needles: tuple[str, ..
         assert needle in out.stdout, needle
     if floor_lines is not None:
         assert out.stdout.count("floor ") == floor_lines
+
+
+def test_a_benchmark_runs_as_a_script_from_anywhere(tmp_path):
+    """``python benchmarks/NAME.py`` outside the repository: its ``benchmarks.*`` and library imports come from the
+    installed project, not from ``sys.path`` edits or the working directory."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "model_params.py")],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| preset | embedding | encoder | decoder | total | paper | ratio |" in done.stdout
